@@ -1,0 +1,250 @@
+"""The command line: the only module that prints tables, shows progress or decides exit codes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from harvester import db as queries
+from harvester.config import Config, ConfigError, load_config
+from harvester.flickr import FlickrFailure
+from harvester.pipeline import (
+    Credentials,
+    MissingCredentials,
+    NoHarvest,
+    Outcome,
+    export_only,
+    harvest,
+)
+from harvester.progress import ProgressSink, Silent
+from harvester.states import State
+
+EXIT_OK, EXIT_STOPPED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="Build image-classification datasets from tagged Flickr photos. "
+    "Every photo's progress is kept in SQLite, so any run can be stopped and resumed.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+ConfigPath = Annotated[
+    Path,
+    typer.Option(
+        "--config", "-c",
+        help="The harvest's config file; output_dir in it is relative to the file's folder.",
+        show_default=True,
+    ),
+]
+
+
+@app.callback()
+def _global_options(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log every retry, failure and rejection.")
+    ] = False,
+) -> None:
+    handler: logging.Handler = (
+        RichHandler(console=err, show_path=False) if err.is_terminal else logging.StreamHandler()
+    )
+    if not err.is_terminal:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler],
+                        force=True)
+
+
+@app.command()
+def run(config: ConfigPath = Path("config.yaml")) -> None:
+    """Search, download, resize, split and export; continues a harvest already in output_dir."""
+    _harvest(config, "run")
+
+
+@app.command()
+def resume(config: ConfigPath = Path("config.yaml")) -> None:
+    """Continue an interrupted harvest; nothing that finished is done again."""
+    _harvest(config, "resume")
+
+
+@app.command()
+def status(
+    config: ConfigPath = Path("config.yaml"),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of a table.")
+    ] = False,
+) -> None:
+    """Per class: photos in each state, the target, and what is left."""
+    settings = _load(config)
+    report = _guard(lambda: status_report(settings), config)
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    table = Table(title=f"harvest in {settings.output_dir}")
+    table.add_column("class")
+    for state in State:
+        table.add_column(str(state), justify="right")
+    table.add_column("wanted", justify="right")
+    table.add_column("left", justify="right")
+    for name, row in report["classes"].items():
+        table.add_row(name, *(str(row["states"][state]) for state in State),
+                      str(row["wanted"]), str(row["left"]))
+    out.print(table)
+    for name, row in report["classes"].items():
+        for reason, photos in row["reasons"].items():
+            out.print(f"  {name}: {photos} {reason}")
+    if report["api_calls"]:
+        calls = ", ".join(f"{method} {count}" for method, count in report["api_calls"].items())
+        out.print(f"Flickr API calls (all runs): {calls}")
+
+
+@app.command("export")
+def export_command(config: ConfigPath = Path("config.yaml")) -> None:
+    """Rebuild the split, urls, summary and archive from the database alone (no network)."""
+    settings = _load(config)
+    written = _guard(lambda: export_only(settings), config)
+    for path in written:
+        out.print(f"wrote {path}")
+
+
+def status_report(config: Config) -> dict[str, Any]:
+    if not config.database_path.exists():
+        raise NoHarvest(f"no harvest in {config.output_dir} yet: start one with `harvester run`")
+    db = queries.open_database(config.database_path)
+    try:
+        states = queries.state_counts(db)
+        reasons = queries.reason_counts(db)
+        calls = queries.api_call_counts(db)
+    finally:
+        db.close()
+    classes = {}
+    for spec in config.classes:
+        counts = {str(state): states.get(spec.name, {}).get(str(state), 0) for state in State}
+        classes[spec.name] = {
+            "wanted": spec.count,
+            "states": counts,
+            "in_dataset": counts["assigned"],
+            "left": max(0, spec.count - counts["assigned"]),
+            "reasons": reasons.get(spec.name, {}),
+        }
+    return {"output_dir": str(config.output_dir), "classes": classes, "api_calls": calls}
+
+
+def _harvest(config_path: Path, command: str) -> None:
+    config = _load(config_path)
+    try:
+        credentials = Credentials.from_environment(os.environ)
+    except MissingCredentials as error:
+        _fail(EXIT_USAGE, str(error))
+    with _progress_sink() as sink:
+        outcome = _guard(
+            lambda: harvest(config, credentials, command=command, sink=sink), config_path
+        )
+    _report(outcome)
+
+
+def _report(outcome: Outcome) -> None:
+    total = sum(outcome.in_dataset.values())
+    per_class = ", ".join(f"{name} {outcome.in_dataset.get(name, 0)}" for name in outcome.wanted)
+    out.print(f"Dataset ready in {outcome.output_dir}: {total} photos ({per_class}).")
+    out.print(f"Archive: {outcome.output_dir / 'dataset.tgz'}; "
+              f"report: {outcome.output_dir / 'summary.txt'}")
+    calls = sum(outcome.api_calls.values())
+    out.print(f"Flickr API calls this run: {calls}")
+    for name, missing in outcome.shortfalls.items():
+        err.print(f"[yellow]shortfall:[/] {name} has {outcome.wanted[name] - missing} of "
+                  f"{outcome.wanted[name]} photos: Flickr had no more.")
+
+
+def _load(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        _fail(EXIT_USAGE, f"config error: {error}")
+
+
+def _guard(work: Callable[[], T], config_path: Path) -> T:
+    """Run `work`, turning what stops a run into a message and an exit code."""
+    resume_hint = (
+        f"Everything finished so far is saved; `harvester resume -c {config_path}` continues."
+    )
+    try:
+        return work()
+    except ConfigError as error:
+        _fail(EXIT_USAGE, f"config error: {error}")
+    except NoHarvest as error:
+        _fail(EXIT_USAGE, str(error))
+    except FlickrFailure as error:
+        _fail(EXIT_STOPPED, f"stopped: {error}\n{resume_hint}")
+    except OSError as error:
+        _fail(EXIT_STOPPED, f"stopped: {error}\n{resume_hint}")
+    except KeyboardInterrupt:
+        _fail(EXIT_INTERRUPTED, f"interrupted.\n{resume_hint}")
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    err.print(message, markup=False, highlight=False)
+    raise typer.Exit(code)
+
+
+class _RichSink:
+    """Progress bars on a terminal, one per stage."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._tasks: dict[str, TaskID] = {}
+
+    def start(self, stage: str, total: int, done: int = 0) -> None:
+        self._tasks[stage] = self._progress.add_task(stage, total=total, completed=done)
+
+    def advance(self, stage: str, amount: int = 1) -> None:
+        self._progress.advance(self._tasks[stage], amount)
+
+    def finish(self, stage: str) -> None:
+        task = self._tasks.pop(stage)
+        self._progress.update(task, visible=False)
+        self._progress.remove_task(task)
+
+
+@contextmanager
+def _progress_sink() -> Iterator[ProgressSink]:
+    """Bars on a terminal; nothing at all in a pipe or CI log."""
+    if not err.is_terminal:
+        yield Silent()
+        return
+    with Progress(
+        TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
+    ) as progress:
+        yield _RichSink(progress)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        # Ctrl-C outside a harvest (while loading, say): same clean stop.
+        err.print("interrupted.")
+        sys.exit(EXIT_INTERRUPTED)

@@ -1,0 +1,354 @@
+"""config.yaml -> frozen dataclasses. Every check names the key and the reason."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+FLICKR_SORTS = (
+    "relevance",
+    "date-posted-asc",
+    "date-posted-desc",
+    "date-taken-asc",
+    "date-taken-desc",
+    "interestingness-desc",
+    "interestingness-asc",
+)
+# A class name becomes a folder name and a label: keep it to one safe path segment.
+CLASS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class ConfigError(Exception):
+    """The config cannot be used; `key` says where, `reason` says why."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    name: str
+    count: int
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    seed: int
+    type: Literal["absolute", "proportional"]
+    test_size: float  # a photo count (absolute) or a fraction of the class (proportional)
+
+    def test_count(self, class_size: int) -> int:
+        """How many of a class's `class_size` photos go to test; at least one stays in train."""
+        if self.type == "absolute":
+            wanted = int(self.test_size)
+        else:
+            wanted = int(self.test_size * class_size)
+        return max(0, min(wanted, class_size - 1))
+
+
+@dataclass(frozen=True)
+class FlickrSpec:
+    licenses: tuple[int, ...] = ()  # empty: any license
+    sort: str = "relevance"
+    safe_search: int = 1
+    content_type: int = 1
+    per_page: int = 500
+    retries: int = 5
+    retry_backoff: float = 1.0  # seconds before the first retry; doubles each time
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    longest_side: int = 240
+    jpeg_quality: int = 90
+
+
+@dataclass(frozen=True)
+class DownloadSpec:
+    workers: int = 8
+    timeout: float = 30.0
+    retries: int = 3
+    retry_backoff: float = 0.5  # seconds; doubles with each retry
+
+
+@dataclass(frozen=True)
+class ResizeSpec:
+    workers: int = 0  # 0: one per CPU core
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path
+    output_dir: Path
+    classes: tuple[ClassSpec, ...]
+    split: SplitSpec
+    flickr: FlickrSpec = FlickrSpec()
+    image: ImageSpec = ImageSpec()
+    download: DownloadSpec = DownloadSpec()
+    resize: ResizeSpec = ResizeSpec()
+
+    @property
+    def database_path(self) -> Path:
+        return self.output_dir / "harvest.db"
+
+    def class_spec(self, name: str) -> ClassSpec:
+        return next(spec for spec in self.classes if spec.name == name)
+
+    def harvest_definition(self) -> dict[str, Any]:
+        """What decides the dataset's content: stored with each run, compared on continue."""
+        return {
+            "classes": [dataclasses.asdict(spec) for spec in self.classes],
+            "train_test_split": dataclasses.asdict(self.split),
+            "image": dataclasses.asdict(self.image),
+            "flickr": {
+                key: value
+                for key, value in dataclasses.asdict(self.flickr).items()
+                if key in ("licenses", "sort", "safe_search", "content_type")
+            },
+        }
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("config", f"{path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError("config", f"cannot read {path}: {error}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where else ""
+        raise ConfigError("config", f"{path} is not valid YAML{line}") from None
+    return parse_config(raw, source=path)
+
+
+def parse_config(raw: Any, source: Path) -> Config:
+    top = _mapping(raw, "config")
+    _no_unknown_keys(
+        top,
+        "",
+        {"output_dir", "classes", "train_test_split", "flickr", "image", "download", "resize"},
+    )
+    _require(top, "", ("classes", "train_test_split"))
+    output_dir = Path(_string(top.get("output_dir", "outputs"), "output_dir"))
+    if not output_dir.is_absolute():
+        output_dir = source.resolve().parent / output_dir
+    classes = _classes(top["classes"])
+    split = _split(top["train_test_split"])
+    for spec in classes:
+        if split.type == "absolute" and split.test_size >= spec.count:
+            raise ConfigError(
+                "train_test_split.test_size",
+                f"{int(split.test_size)} test photos leave no training photos "
+                f"for class {spec.name!r} (count {spec.count})",
+            )
+    return Config(
+        source=source,
+        output_dir=output_dir,
+        classes=classes,
+        split=split,
+        flickr=_flickr(top.get("flickr", {})),
+        image=_image(top.get("image", {})),
+        download=_download(top.get("download", {})),
+        resize=_resize(top.get("resize", {})),
+    )
+
+
+def _classes(raw: Any) -> tuple[ClassSpec, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("classes", "must be a non-empty list of classes")
+    specs: list[ClassSpec] = []
+    for index, item in enumerate(raw):
+        key = f"classes[{index}]"
+        entry = _mapping(item, key)
+        _no_unknown_keys(entry, key, {"name", "count", "tags"})
+        _require(entry, key, ("name", "count"))
+        name = _string(entry["name"], f"{key}.name")
+        if not CLASS_NAME.match(name) or name in (".", ".."):
+            raise ConfigError(
+                f"{key}.name",
+                f"{name!r} is not a safe folder name: use letters, digits, '_', '-', '.' "
+                "and start with a letter or digit",
+            )
+        if any(spec.name == name for spec in specs):
+            raise ConfigError(f"{key}.name", f"duplicate class name {name!r}")
+        count = _integer(entry["count"], f"{key}.count", minimum=1)
+        tags = _tags(entry.get("tags", [name]), f"{key}.tags")
+        specs.append(ClassSpec(name=name, count=count, tags=tags))
+    return tuple(specs)
+
+
+def _tags(raw: Any, key: str) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(key, "must be a non-empty list of tags")
+    tags = []
+    for index, tag in enumerate(raw):
+        tag = _string(tag, f"{key}[{index}]").strip()
+        if not tag or "," in tag:
+            raise ConfigError(f"{key}[{index}]", f"{tag!r} is not a tag (empty or has a comma)")
+        tags.append(tag)
+    if len(set(tags)) != len(tags):
+        raise ConfigError(key, "lists a tag twice")
+    return tuple(tags)
+
+
+def _split(raw: Any) -> SplitSpec:
+    key = "train_test_split"
+    entry = _mapping(raw, key)
+    _no_unknown_keys(entry, key, {"seed", "type", "test_size"})
+    _require(entry, key, ("test_size",))
+    seed = _integer(entry.get("seed", 42), f"{key}.seed")
+    split_type = entry.get("type", "absolute")
+    if split_type not in ("absolute", "proportional"):
+        raise ConfigError(f"{key}.type", f"{split_type!r} is not 'absolute' or 'proportional'")
+    size_key = f"{key}.test_size"
+    if split_type == "absolute":
+        test_size: float = _integer(entry["test_size"], size_key, minimum=0)
+    else:
+        test_size = _number(entry["test_size"], size_key)
+        # The seed's configs wrote either 0.1 or 10 for ten percent.
+        if test_size >= 1:
+            test_size /= 100
+        if not 0 <= test_size < 1:
+            raise ConfigError(
+                size_key, "must be a fraction below 1 (0.1) or a percentage below 100 (10)"
+            )
+    return SplitSpec(seed=seed, type=split_type, test_size=test_size)
+
+
+def _flickr(raw: Any) -> FlickrSpec:
+    key = "flickr"
+    entry = _mapping(raw, key)
+    defaults = FlickrSpec()
+    _no_unknown_keys(entry, key, {field.name for field in dataclasses.fields(FlickrSpec)})
+    licenses = entry.get("licenses", [])
+    if not isinstance(licenses, list):
+        raise ConfigError(f"{key}.licenses", "must be a list of Flickr license ids, like [4, 5, 9]")
+    sort = entry.get("sort", defaults.sort)
+    if sort not in FLICKR_SORTS:
+        raise ConfigError(f"{key}.sort", f"{sort!r} is not one of {', '.join(FLICKR_SORTS)}")
+    return FlickrSpec(
+        licenses=tuple(
+            _integer(value, f"{key}.licenses[{index}]", minimum=0)
+            for index, value in enumerate(licenses)
+        ),
+        sort=sort,
+        safe_search=_integer(
+            entry.get("safe_search", defaults.safe_search), f"{key}.safe_search", 1, 3
+        ),
+        content_type=_integer(
+            entry.get("content_type", defaults.content_type), f"{key}.content_type", 1, 7
+        ),
+        per_page=_integer(entry.get("per_page", defaults.per_page), f"{key}.per_page", 1, 500),
+        retries=_integer(entry.get("retries", defaults.retries), f"{key}.retries", 0, 20),
+        retry_backoff=_number(
+            entry.get("retry_backoff", defaults.retry_backoff), f"{key}.retry_backoff", 0
+        ),
+        timeout=_number(entry.get("timeout", defaults.timeout), f"{key}.timeout", 0.1),
+    )
+
+
+def _image(raw: Any) -> ImageSpec:
+    key = "image"
+    entry = _mapping(raw, key)
+    defaults = ImageSpec()
+    _no_unknown_keys(entry, key, {"longest_side", "jpeg_quality"})
+    return ImageSpec(
+        longest_side=_integer(
+            entry.get("longest_side", defaults.longest_side), f"{key}.longest_side", 16, 4096
+        ),
+        jpeg_quality=_integer(
+            entry.get("jpeg_quality", defaults.jpeg_quality), f"{key}.jpeg_quality", 1, 95
+        ),
+    )
+
+
+def _download(raw: Any) -> DownloadSpec:
+    key = "download"
+    entry = _mapping(raw, key)
+    defaults = DownloadSpec()
+    _no_unknown_keys(entry, key, {field.name for field in dataclasses.fields(DownloadSpec)})
+    return DownloadSpec(
+        workers=_integer(entry.get("workers", defaults.workers), f"{key}.workers", 1, 64),
+        timeout=_number(entry.get("timeout", defaults.timeout), f"{key}.timeout", 0.1),
+        retries=_integer(entry.get("retries", defaults.retries), f"{key}.retries", 0, 20),
+        retry_backoff=_number(
+            entry.get("retry_backoff", defaults.retry_backoff), f"{key}.retry_backoff", 0
+        ),
+    )
+
+
+def _resize(raw: Any) -> ResizeSpec:
+    key = "resize"
+    entry = _mapping(raw, key)
+    _no_unknown_keys(entry, key, {"workers"})
+    return ResizeSpec(workers=_integer(entry.get("workers", 0), f"{key}.workers", 0, 256))
+
+
+def _mapping(raw: Any, key: str) -> Mapping[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(key, f"must be a mapping of keys to values, not {_kind(raw)}")
+    return raw
+
+
+def _no_unknown_keys(entry: Mapping[str, Any], key: str, known: set[str]) -> None:
+    for name in entry:
+        if name not in known:
+            where = f"{key}.{name}" if key else str(name)
+            raise ConfigError(where, f"unknown key (expected one of: {', '.join(sorted(known))})")
+
+
+def _require(entry: Mapping[str, Any], key: str, names: tuple[str, ...]) -> None:
+    for name in names:
+        if name not in entry:
+            raise ConfigError(f"{key}.{name}" if key else name, "is required")
+
+
+def _string(raw: Any, key: str) -> str:
+    if not isinstance(raw, str) or not raw:
+        raise ConfigError(key, f"must be a non-empty string, not {_kind(raw)}")
+    return raw
+
+
+def _integer(raw: Any, key: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise ConfigError(key, f"must be a whole number, not {_kind(raw)}")
+    if minimum is not None and raw < minimum:
+        raise ConfigError(key, f"must be at least {minimum}, not {raw}")
+    if maximum is not None and raw > maximum:
+        raise ConfigError(key, f"must be at most {maximum}, not {raw}")
+    return raw
+
+
+def _number(raw: Any, key: str, minimum: float | None = None) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise ConfigError(key, f"must be a number, not {_kind(raw)}")
+    if minimum is not None and raw < minimum:
+        raise ConfigError(key, f"must be at least {minimum}, not {raw}")
+    return float(raw)
+
+
+def _kind(raw: Any) -> str:
+    if raw is None:
+        return "nothing"
+    if isinstance(raw, str):
+        return f"the text {raw!r}"
+    return f"{type(raw).__name__} {raw!r}"

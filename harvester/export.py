@@ -1,0 +1,124 @@
+"""The dataset's files, each one a query over the database. Needs no network."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from harvester import db as queries
+from harvester.config import Config
+from harvester.files import replacing, write_atomically
+
+SPLIT_FILE = "train_test_split.json"
+URLS_FILE = "urls_data.json"
+SUMMARY_FILE = "summary.txt"
+ARCHIVE_FILE = "dataset.tgz"
+
+
+def run(db: Database, config: Config) -> list[Path]:
+    """Write every artifact into the output folder; returns their paths."""
+    out = config.output_dir
+    write_atomically(out / SPLIT_FILE, _json(split_document(db)))
+    write_atomically(out / URLS_FILE, _json(urls_document(db, config)))
+    write_atomically(out / SUMMARY_FILE, summary_text(db, config).encode())
+    write_archive(db, config, out / ARCHIVE_FILE)
+    return [out / name for name in (SPLIT_FILE, URLS_FILE, SUMMARY_FILE, ARCHIVE_FILE)]
+
+
+def split_document(db: Database) -> dict[str, list[str]]:
+    document: dict[str, list[str]] = {"train": [], "test": []}
+    for row in db.query(
+        "SELECT split, path FROM photos WHERE state = 'assigned' ORDER BY path"
+    ):
+        document[row["split"]].append(row["path"])
+    return document
+
+
+def urls_document(db: Database, config: Config) -> dict[str, list[str]]:
+    document: dict[str, list[str]] = {spec.name: [] for spec in config.classes}
+    for row in db.query(
+        "SELECT class, url FROM photos WHERE state = 'assigned' ORDER BY class, path"
+    ):
+        document.setdefault(row["class"], []).append(row["url"])
+    return document
+
+
+def summary_text(db: Database, config: Config) -> str:
+    totals = queries.class_totals(db)
+    reasons = queries.reason_counts(db)
+    columns = ("found", "downloaded", "failed", "rejected", "in_dataset", "train", "test")
+    header = ("class", *columns, "wanted", "short")
+    rows: list[tuple[Any, ...]] = []
+    for spec in config.classes:
+        counts = totals.get(spec.name, {})
+        values = [counts.get(column) or 0 for column in columns]
+        rows.append((spec.name, *values, spec.count, max(0, spec.count - values[4])))
+    sums = tuple(sum(row[index] for row in rows) for index in range(1, len(header)))
+    rows.append(("total", *sums))
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+
+    def line(cells: tuple[Any, ...]) -> str:
+        first, *rest = (str(cell) for cell in cells)
+        return "  ".join(
+            [first.ljust(widths[0])] + [c.rjust(w) for c, w in zip(rest, widths[1:], strict=True)]
+        )
+
+    lines = ["harvester summary", "", line(header), *(line(row) for row in rows), ""]
+    short = [(row[0], row[5], row[8]) for row in rows[:-1] if row[9]]
+    for name, have, wanted in short:
+        lines.append(f"shortfall: {name} has {have} of {wanted} photos: Flickr had no more.")
+    if short:
+        lines.append("")
+    lines.append("Failed and rejected photos, by reason:")
+    if not any(reasons.values()):
+        lines.append("  none")
+    for name, by_reason in reasons.items():
+        for reason, photos in by_reason.items():
+            lines.append(f"  {name}  {reason}  {photos}")
+    lines += ["", "Flickr API calls, all runs:"]
+    calls = queries.api_call_counts(db)
+    lines += [f"  {method}  {count}" for method, count in calls.items()] or ["  none"]
+    return "\n".join(lines) + "\n"
+
+
+def write_archive(db: Database, config: Config, target: Path) -> None:
+    """A gzipped tar of the class folders and metadata files, byte-reproducible.
+
+    Relative member names, sorted; no timestamps, owners or modes from the machine.
+    """
+    out = config.output_dir
+    paths = [row["path"] for row in db.query(
+        "SELECT path FROM photos WHERE state = 'assigned' ORDER BY path"
+    )]
+    with replacing(target) as handle, gzip.GzipFile(
+        filename="", mode="wb", fileobj=handle, mtime=0, compresslevel=6
+    ) as zipped, tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted({spec.name for spec in config.classes}):
+            tar.addfile(_member(name, directory=True))
+        for relative in paths:
+            data = (out / relative).read_bytes()
+            tar.addfile(_member(relative, size=len(data)), io.BytesIO(data))
+        for name in (SPLIT_FILE, URLS_FILE, SUMMARY_FILE):
+            data = (out / name).read_bytes()
+            tar.addfile(_member(name, size=len(data)), io.BytesIO(data))
+
+
+def _member(name: str, size: int = 0, directory: bool = False) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
+    info.mode = 0o755 if directory else 0o644
+    return info
+
+
+def _json(document: Any) -> bytes:
+    return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode()

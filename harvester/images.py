@@ -1,0 +1,65 @@
+"""Pure Pillow: source bytes in, a normalised dataset JPEG (or why it is unusable) out."""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+
+@dataclass(frozen=True)
+class Normalised:
+    jpeg: bytes
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Unusable:
+    reason: str  # corrupt, too_small, too_large
+    detail: str
+
+
+def normalise(data: bytes, longest_side: int, quality: int) -> Normalised | Unusable:
+    """An upright RGB JPEG whose longest side is exactly `longest_side`; never upscaled."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if max(width, height) < longest_side:
+                return Unusable("too_small", f"{width}x{height} is below {longest_side}px")
+            scale = longest_side / max(width, height)
+            # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale straight from the DCT
+            # coefficients, never below the requested size: most of the speed of resizing.
+            image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+            upright = ImageOps.exif_transpose(image)
+            rgb = _to_rgb(upright)
+            target = fitted_size(rgb.width, rgb.height, longest_side)
+            resized = rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+            out = io.BytesIO()
+            # No exif= or icc_profile=: the output carries no metadata.
+            resized.save(out, "JPEG", quality=quality, optimize=True)
+    except Image.DecompressionBombError as error:
+        return Unusable("too_large", str(error))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
+        return Unusable("corrupt", f"{type(error).__name__}: {error}")
+    return Normalised(out.getvalue(), *target)
+
+
+def fitted_size(width: int, height: int, longest_side: int) -> tuple[int, int]:
+    if width >= height:
+        return longest_side, max(1, round(height * longest_side / width))
+    return max(1, round(width * longest_side / height)), longest_side
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        # Alpha is flattened onto white, as an image viewer would show it.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")

@@ -1,0 +1,156 @@
+"""The stages in order: run, resume, export. Raises only for what stops a run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from sqlite_utils import Database
+
+from harvester import assign, download, export, resize, search
+from harvester import db as queries
+from harvester.config import Config, ConfigError
+from harvester.flickr import DEFAULT_REST_URL, FlickrClient
+from harvester.progress import ProgressSink, Silent
+
+
+class NoHarvest(Exception):
+    """There is no harvest database where the config says it would be."""
+
+
+class MissingCredentials(Exception):
+    """API_KEY or API_SECRET is not set."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    api_key: str
+    api_secret: str
+    rest_url: str
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> Credentials:
+        missing = [name for name in ("API_KEY", "API_SECRET") if not environ.get(name)]
+        if missing:
+            raise MissingCredentials(
+                f"{' and '.join(missing)} not set: export your Flickr API key and secret "
+                "(https://www.flickr.com/services/apps/create/) and run again"
+            )
+        return cls(environ["API_KEY"], environ["API_SECRET"],
+                   environ.get("FLICKR_API_URL") or DEFAULT_REST_URL)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    output_dir: Path
+    wanted: dict[str, int]
+    in_dataset: dict[str, int]
+    api_calls: dict[str, int]  # this run's, by method
+
+    @property
+    def shortfalls(self) -> dict[str, int]:
+        return {
+            name: wanted - self.in_dataset.get(name, 0)
+            for name, wanted in self.wanted.items()
+            if self.in_dataset.get(name, 0) < wanted
+        }
+
+
+def harvest(
+    config: Config,
+    credentials: Credentials,
+    *,
+    command: str = "run",
+    sink: ProgressSink | None = None,
+    session: requests.Session | None = None,
+) -> Outcome:
+    """Search, download, resize, assign and export, continuing any harvest already there.
+
+    `command` is "run" (start or continue) or "resume" (continue only).
+    """
+    if command == "resume" and not config.database_path.exists():
+        raise NoHarvest(
+            f"no harvest to resume in {config.output_dir}: start one with `harvester run`"
+        )
+    sink = sink or Silent()
+    db = queries.open_database(config.database_path)
+    try:
+        check_same_harvest(db, config)
+        run_id = queries.start_run(db, command, config.harvest_definition())
+        try:
+            client = FlickrClient(
+                credentials.api_key,
+                credentials.api_secret,
+                config.flickr,
+                rest_url=credentials.rest_url,
+                on_call=lambda method, failed: queries.count_api_call(db, run_id, method, failed),
+            )
+            complete_stages(db, config, client, sink, session)
+            outcome = _outcome(db, config, run_id)
+        except KeyboardInterrupt:
+            queries.finish_run(db, run_id, "interrupted")
+            raise
+        except BaseException:
+            queries.finish_run(db, run_id, "stopped")
+            raise
+        queries.finish_run(db, run_id, "shortfall" if outcome.shortfalls else "complete")
+        return outcome
+    finally:
+        db.close()
+
+
+def complete_stages(
+    db: Database,
+    config: Config,
+    client: FlickrClient,
+    sink: ProgressSink,
+    session: requests.Session | None,
+) -> None:
+    # A photo lost in download or resize shrinks its class's window: search again for a
+    # replacement, until no stage has anything left to move.
+    while True:
+        search.fill(db, client, config, sink)
+        moved = download.run(db, config, sink, session) + resize.run(db, config, sink)
+        if not moved:
+            break
+    assign.run(db, config)
+    export.run(db, config)
+
+
+def export_only(config: Config) -> list[Path]:
+    """Rebuild every artifact from the database alone."""
+    if not config.database_path.exists():
+        raise NoHarvest(f"no harvest in {config.output_dir}: start one with `harvester run`")
+    db = queries.open_database(config.database_path)
+    try:
+        return export.run(db, config)
+    finally:
+        db.close()
+
+
+def check_same_harvest(db: Database, config: Config) -> None:
+    """Refuse to continue a harvest under a config that would change its dataset."""
+    started_with = queries.harvest_definition(db)
+    now = json.loads(json.dumps(config.harvest_definition(), sort_keys=True))
+    if started_with is None or started_with == now:
+        return
+    changed = sorted(key for key in now.keys() | started_with.keys()
+                     if now.get(key) != started_with.get(key))
+    raise ConfigError(
+        ", ".join(changed),
+        f"differs from the harvest already in {config.output_dir}; "
+        "set a new output_dir to start another harvest, or restore the config it was started with",
+    )
+
+
+def _outcome(db: Database, config: Config, run_id: int) -> Outcome:
+    totals = queries.class_totals(db)
+    return Outcome(
+        output_dir=config.output_dir,
+        wanted={spec.name: spec.count for spec in config.classes},
+        in_dataset={name: row["in_dataset"] or 0 for name, row in totals.items()},
+        api_calls=queries.api_call_counts(db, run_id),
+    )

@@ -1,0 +1,91 @@
+"""Stage: downloaded -> resized. Normalises source images on every core."""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from sqlite_utils import Database
+
+from harvester.config import Config, ImageSpec
+from harvester.files import write_atomically
+from harvester.images import Normalised, normalise
+from harvester.progress import ProgressSink
+from harvester.states import Photo, State, dataset_window, move
+from harvester.workers import batched_by_time, bounded_map
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Resized:
+    photo_id: str
+    path: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Rejected:
+    photo_id: str
+    reason: str
+    detail: str
+
+
+def dataset_path(photo: Photo) -> str:
+    return f"{photo.class_}/{photo.photo_id}.jpg"
+
+
+def pending(db: Database, config: Config) -> list[Photo]:
+    return [
+        photo
+        for spec in config.classes
+        for photo in dataset_window(db, spec.name, spec.count)
+        if photo.state == State.DOWNLOADED
+    ]
+
+
+def run(db: Database, config: Config, sink: ProgressSink) -> int:
+    """Resize every pending photo; returns how many photos left the `downloaded` state."""
+    todo = pending(db, config)
+    if not todo:
+        return 0
+    workers = config.resize.workers or os.cpu_count() or 1
+    work = partial(resize_one, config.output_dir, config.image)
+    sink.start("resize", total=len(todo))
+    with ProcessPoolExecutor(workers) as pool:
+        for batch in batched_by_time(bounded_map(pool, work, todo, workers * 4)):
+            record(db, batch)
+            sink.advance("resize", len(batch))
+    sink.finish("resize")
+    return len(todo)
+
+
+def record(db: Database, results: list[Resized | Rejected]) -> None:
+    with db.atomic():
+        for result in results:
+            if isinstance(result, Resized):
+                move(db, result.photo_id, State.DOWNLOADED, State.RESIZED,
+                     path=result.path, width=result.width, height=result.height)
+            else:
+                log.info("photo %s rejected: %s (%s)", result.photo_id, result.reason,
+                         result.detail)
+                move(db, result.photo_id, State.DOWNLOADED, State.REJECTED, reason=result.reason)
+
+
+def resize_one(output_dir: Path, spec: ImageSpec, photo: Photo) -> Resized | Rejected:
+    """Runs in a worker process: read the source, write the dataset image atomically."""
+    try:
+        data = (output_dir / str(photo.source_path)).read_bytes()
+    except FileNotFoundError:
+        return Rejected(photo.photo_id, "source_missing", f"{photo.source_path} is gone")
+    result = normalise(data, spec.longest_side, spec.jpeg_quality)
+    if not isinstance(result, Normalised):
+        return Rejected(photo.photo_id, result.reason, result.detail)
+    relative = dataset_path(photo)
+    write_atomically(output_dir / relative, result.jpeg)
+    return Resized(photo.photo_id, relative, result.width, result.height)

@@ -1,0 +1,147 @@
+"""The photo states, and the only code that creates photos or changes their state.
+
+Every change is a compare-and-set: `UPDATE ... WHERE photo_id = ? AND state = ?`,
+so no photo can jump from a state other than the one its stage expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from typing import Any
+
+from sqlite_utils import Database
+
+
+class State(StrEnum):
+    FOUND = "found"
+    DOWNLOADED = "downloaded"
+    RESIZED = "resized"
+    ASSIGNED = "assigned"
+    FAILED = "failed"  # could not be fetched; reason kept
+    REJECTED = "rejected"  # unusable or duplicate; reason kept
+
+
+TRANSITIONS: Mapping[State, frozenset[State]] = {
+    State.FOUND: frozenset({State.DOWNLOADED, State.FAILED, State.REJECTED}),
+    State.DOWNLOADED: frozenset({State.RESIZED, State.FAILED, State.REJECTED}),
+    State.RESIZED: frozenset({State.ASSIGNED, State.FAILED, State.REJECTED}),
+    State.ASSIGNED: frozenset(),
+    State.FAILED: frozenset(),
+    State.REJECTED: frozenset(),
+}
+LIVE_STATES = (State.FOUND, State.DOWNLOADED, State.RESIZED, State.ASSIGNED)
+
+# Columns a transition may set alongside the state.
+WRITABLE = frozenset(
+    {"split", "source_path", "source_bytes", "sha256", "path", "width", "height", "reason",
+     "attempts"}
+)
+
+
+class IllegalTransition(Exception):
+    """A stage asked for a move the state machine does not have: a bug, never user error."""
+
+
+@dataclass(frozen=True)
+class Photo:
+    photo_id: str
+    class_: str
+    state: State
+    found_order: int
+    search_tags: str
+    url: str | None = None
+    url_width: int | None = None
+    url_height: int | None = None
+    source_path: str | None = None
+    source_bytes: int | None = None
+    sha256: str | None = None
+    path: str | None = None
+    width: int | None = None
+    height: int | None = None
+    split: str | None = None
+    owner: str | None = None
+    owner_name: str | None = None
+    license: str | None = None
+    title: str | None = None
+    tags: str | None = None
+    date_upload: int | None = None
+    reason: str | None = None
+    attempts: int = 0
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Photo:
+        names = {field.name for field in fields(cls)} - {"class_", "state"}
+        values = {key: value for key, value in row.items() if key in names}
+        return cls(**values, class_=row["class"], state=State(row["state"]))
+
+
+def record_found(db: Database, photos: Iterable[Mapping[str, Any]]) -> int:
+    """Insert newly found photos; a photo id already known (any class) is ignored.
+
+    A photo with no `url` (no usable size) is recorded as rejected with its
+    `reason`, so it is never searched for again and is replaced like any other.
+    Returns how many photos were new.
+    """
+    inserted = 0
+    for photo in photos:
+        state = State.FOUND if photo.get("url") else State.REJECTED
+        row = {key: value for key, value in photo.items() if key != "class_"}
+        row["class"] = photo["class_"]
+        row["state"] = str(state)
+        columns = ", ".join(row)
+        placeholders = ", ".join("?" for _ in row)
+        cursor = db.execute(
+            f"INSERT OR IGNORE INTO photos ({columns}) VALUES ({placeholders})",
+            list(row.values()),
+        )
+        inserted += cursor.rowcount
+    return inserted
+
+
+def move(db: Database, photo_id: str, source: State, target: State, **changes: Any) -> bool:
+    """Move one photo from `source` to `target`, setting `changes` on its row.
+
+    Returns False, changing nothing, when the photo is not in `source`.
+    """
+    if target not in TRANSITIONS[source]:
+        raise IllegalTransition(f"{source} -> {target} is not a transition")
+    unknown = set(changes) - WRITABLE
+    if unknown:
+        raise IllegalTransition(f"a transition cannot set {', '.join(sorted(unknown))}")
+    assignments = "".join(f", {column} = ?" for column in changes)
+    cursor = db.execute(
+        f"UPDATE photos SET state = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+        f"{assignments} WHERE photo_id = ? AND state = ?",
+        [str(target), *changes.values(), photo_id, str(source)],
+    )
+    return cursor.rowcount == 1
+
+
+def photos_in(db: Database, class_name: str, state: State, limit: int | None = None) -> list[Photo]:
+    """A class's photos in `state`, in search order."""
+    sql = "SELECT * FROM photos WHERE class = ? AND state = ? ORDER BY found_order"
+    params: list[Any] = [class_name, str(state)]
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return [Photo.from_row(row) for row in db.query(sql, params)]
+
+
+def dataset_window(db: Database, class_name: str, count: int) -> list[Photo]:
+    """The photos meant to be a class's dataset: its first `count` live photos in search order.
+
+    Failed and rejected photos drop out, so the window slides onto the next found
+    photos: that is how a lost photo is replaced, and why the dataset is the same
+    whatever order the work was done in.
+    """
+    placeholders = ", ".join("?" for _ in LIVE_STATES)
+    return [
+        Photo.from_row(row)
+        for row in db.query(
+            f"SELECT * FROM photos WHERE class = ? AND state IN ({placeholders}) "
+            "ORDER BY found_order LIMIT ?",
+            [class_name, *map(str, LIVE_STATES), count],
+        )
+    ]
