@@ -15,7 +15,8 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from harvester.config import FlickrSpec
@@ -127,9 +128,9 @@ class FlickrClient:
 
         retrying = Retrying(
             stop=stop_after_attempt(self._spec.retries + 1),
-            wait=wait_exponential_jitter(
-                initial=self._spec.retry_backoff, max=120, jitter=self._spec.retry_backoff
-            ),
+            # 1, 2, 4, 8... times retry_backoff, plus jitter so parallel harvests spread out.
+            wait=wait_exponential(multiplier=self._spec.retry_backoff, max=120)
+            + wait_random(0, self._spec.retry_backoff),
             retry=retry_if_exception(is_transient),
             before_sleep=_log_retry,
             reraise=True,

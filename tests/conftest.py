@@ -1,0 +1,120 @@
+"""Shared fixtures: configs written as users write them, and Flickr mocked with `responses`."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlparse
+
+import pytest
+import responses
+import yaml
+
+from harvester.config import Config, load_config
+from harvester.pipeline import Credentials
+from harvester.standin import IMAGE_PATH, Universe
+
+FIXTURES = Path(__file__).parent / "fixtures" / "flickr"
+REST_URL = "https://api.flickr.com/services/rest/"
+IMAGE_HOST = "https://live.staticflickr.com"
+CREDENTIALS = Credentials("test-key", "test-secret", REST_URL)
+
+
+def fixture_response(name: str) -> dict[str, Any]:
+    """The recorded body of a real Flickr answer in tests/fixtures/flickr."""
+    return json.loads((FIXTURES / name).read_text())["response"]
+
+
+def form(request: Any) -> dict[str, str]:
+    """The form fields of a mocked POST (flickrapi sends bytes)."""
+    body = request.body or ""
+    return dict(parse_qsl(body.decode() if isinstance(body, bytes) else body))
+
+
+def write_config(folder: Path, **sections: Any) -> Path:
+    """A config.yaml in `folder` with fast test settings; `sections` replace top-level keys."""
+    document: dict[str, Any] = {
+        "output_dir": "outputs",
+        "classes": [{"name": "cat", "count": 20}, {"name": "dog", "count": 10}],
+        "train_test_split": {"seed": 42, "type": "absolute", "test_size": 3},
+        "flickr": {"per_page": 25, "retry_backoff": 0},
+        "download": {"workers": 4, "retry_backoff": 0, "retries": 1},
+        "resize": {"workers": 1},
+    }
+    document.update(sections)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., Config]:
+    def make(**sections: Any) -> Config:
+        return load_config(write_config(tmp_path, **sections))
+
+    return make
+
+
+class MockFlickr:
+    """Flickr's REST API and image host under `responses`, answered by a stand-in Universe.
+
+    Tests queue API faults and mark photos whose images fail, then read the counters.
+    """
+
+    def __init__(self, universe: Universe, mock: responses.RequestsMock) -> None:
+        self.universe = universe
+        self.api_calls: Counter[str] = Counter()
+        self.image_requests: Counter[str] = Counter()
+        self.api_faults: list[tuple[int, Any]] = []  # (status, body) answered before the universe
+        self.image_faults: dict[str, tuple[int, bytes]] = {}  # photo id -> (status, body)
+        self.on_api_call: Callable[[dict[str, str]], None] | None = None
+        self._lock = threading.Lock()
+        mock.add_callback(responses.POST, REST_URL, callback=self._api)
+        mock.add_callback(responses.GET, re.compile(re.escape(IMAGE_HOST) + r"/.*"),
+                          callback=self._image)
+
+    def fail_api(self, times: int, code: int | None = 105, status: int = 200) -> None:
+        body = {"stat": "fail", "code": code, "message": "Service currently unavailable"}
+        self.api_faults += [(status, body if code is not None else "error")] * times
+
+    def _api(self, request: Any) -> tuple[int, dict[str, str], str]:
+        params = form(request)
+        with self._lock:
+            self.api_calls[params.get("method", "")] += 1
+            fault = self.api_faults.pop(0) if self.api_faults else None
+        if self.on_api_call:
+            self.on_api_call(params)
+        if fault:
+            status, body = fault
+            return status, {}, body if isinstance(body, str) else json.dumps(body)
+        return 200, {}, json.dumps(self.universe.respond(params, IMAGE_HOST))
+
+    def _image(self, request: Any) -> tuple[int, dict[str, str], bytes]:
+        path = urlparse(request.url).path
+        match = IMAGE_PATH.match(path)
+        photo_id = match["id"] if match else path
+        with self._lock:
+            self.image_requests[photo_id] += 1
+        if photo_id in self.image_faults:
+            status, body = self.image_faults[photo_id]
+            return status, {"Content-Type": "image/jpeg"}, body
+        data = self.universe.image(path)
+        if data is None:
+            return 404, {}, b"Not Found"
+        return 200, {"Content-Type": "image/jpeg"}, data
+
+
+@pytest.fixture
+def universe() -> Universe:
+    return Universe(seed=7, photos_per_tag={"cat": 400, "dog": 60, "puppy": 40})
+
+
+@pytest.fixture
+def flickr(universe: Universe) -> Iterator[MockFlickr]:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield MockFlickr(universe, mock)

@@ -1,0 +1,111 @@
+from pathlib import Path
+
+import pytest
+
+from harvester.config import ConfigError, load_config
+from tests.conftest import write_config
+
+SEED_CONFIG = """\
+classes:
+  - name: cat
+    count: 20000
+  - name: dog
+    count: 10000
+
+train_test_split:
+  seed: 42
+
+  # proportional - select n% of images from each class
+  # absolute - select n images from each class
+  type: 'absolute'
+  test_size: 500
+"""
+
+
+def test_the_seed_projects_config_loads_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(SEED_CONFIG)
+    config = load_config(path)
+    assert [(spec.name, spec.count, spec.tags) for spec in config.classes] == [
+        ("cat", 20000, ("cat",)),
+        ("dog", 10000, ("dog",)),
+    ]
+    assert (config.split.seed, config.split.type, config.split.test_size) == (42, "absolute", 500)
+    assert config.output_dir == tmp_path / "outputs"
+    assert config.image.longest_side == 240
+    assert config.flickr.per_page == 500
+    assert config.flickr.retries == 5
+
+
+def test_output_dir_is_relative_to_the_config_files_folder(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    config = load_config(write_config(tmp_path / "sub", output_dir="data/harvest"))
+    assert config.output_dir == tmp_path / "sub" / "data" / "harvest"
+
+
+@pytest.mark.parametrize(("test_size", "fraction"), [(0.1, 0.1), (10, 0.1), (25, 0.25), (0, 0)])
+def test_proportional_test_size_is_a_fraction_or_a_percentage(
+    tmp_path: Path, test_size: float, fraction: float
+) -> None:
+    split = {"seed": 1, "type": "proportional", "test_size": test_size}
+    config = load_config(write_config(tmp_path, train_test_split=split))
+    assert config.split.test_size == pytest.approx(fraction)
+    assert config.split.test_count(101) == int(fraction * 101)
+
+
+@pytest.mark.parametrize(
+    ("sections", "key", "reason"),
+    [
+        ({"colour": "red"}, "colour", "unknown key"),
+        ({"classes": []}, "classes", "non-empty list"),
+        ({"classes": "cat"}, "classes", "non-empty list"),
+        ({"classes": [{"name": "cat"}]}, "classes[0].count", "is required"),
+        ({"classes": [{"name": "cat", "count": 0}]}, "classes[0].count", "at least 1"),
+        ({"classes": [{"name": "cat", "count": "ten"}]}, "classes[0].count", "whole number"),
+        ({"classes": [{"name": "cat", "count": True}]}, "classes[0].count", "whole number"),
+        ({"classes": [{"name": "cat", "count": 5, "size": 1}]}, "classes[0].size", "unknown key"),
+        ({"classes": [{"name": "../x", "count": 5}]}, "classes[0].name", "not a safe folder"),
+        ({"classes": [{"name": "a/b", "count": 5}]}, "classes[0].name", "not a safe folder"),
+        ({"classes": [{"name": "", "count": 5}]}, "classes[0].name", "non-empty string"),
+        ({"classes": [{"name": "..", "count": 5}]}, "classes[0].name", "not a safe folder"),
+        ({"classes": [{"name": "cat", "count": 5}, {"name": "cat", "count": 5}]},
+         "classes[1].name", "duplicate class name"),
+        ({"classes": [{"name": "cat", "count": 5, "tags": []}]}, "classes[0].tags", "non-empty"),
+        ({"classes": [{"name": "cat", "count": 5, "tags": ["a,b"]}]}, "classes[0].tags[0]",
+         "comma"),
+        ({"train_test_split": {"seed": 1, "type": "absolute", "test_size": 20}},
+         "train_test_split.test_size", "leave no training photos for class 'cat'"),
+        ({"train_test_split": {"seed": 1, "type": "proportional", "test_size": 100}},
+         "train_test_split.test_size", "percentage below 100"),
+        ({"train_test_split": {"seed": 1, "type": "random", "test_size": 2}},
+         "train_test_split.type", "'absolute' or 'proportional'"),
+        ({"train_test_split": {"seed": 1, "type": "absolute", "test_size": 0.5}},
+         "train_test_split.test_size", "whole number"),
+        ({"train_test_split": {"seed": 1}}, "train_test_split.test_size", "is required"),
+        ({"image": {"longest_side": 0}}, "image.longest_side", "at least 16"),
+        ({"image": {"jpeg_quality": 101}}, "image.jpeg_quality", "at most 95"),
+        ({"flickr": {"sort": "best"}}, "flickr.sort", "not one of"),
+        ({"flickr": {"licenses": 4}}, "flickr.licenses", "list of Flickr license ids"),
+        ({"flickr": {"per_page": 1000}}, "flickr.per_page", "at most 500"),
+        ({"download": {"workers": 0}}, "download.workers", "at least 1"),
+    ],
+)
+def test_a_bad_config_names_the_key_and_the_reason(
+    tmp_path: Path, sections: dict, key: str, reason: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(tmp_path, **sections))
+    assert caught.value.key == key
+    assert reason in caught.value.reason
+
+
+def test_missing_file_and_broken_yaml_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("classes: [\n  - name: cat\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML \(line \d+\)"):
+        load_config(broken)
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(tmp_path / "list.yaml")
