@@ -109,7 +109,7 @@ def test_a_bad_key_fails_at_once_and_says_what_to_fix():
 @responses.activate
 def test_a_wrong_endpoint_fails_at_once_and_names_flickr_api_url():
     responses.post(REST_URL, status=404, body="not found")
-    with pytest.raises(FlickrRefused, match="HTTP 404 .* check FLICKR_API_URL"):
+    with pytest.raises(FlickrRefused, match=r"HTTP 404 .* check FLICKR_API_URL"):
         client().search("sunset", 1, 240)
     assert len(responses.calls) == 1
 
