@@ -73,6 +73,7 @@ class MockFlickr:
         self.api_faults: list[tuple[int, Any]] = []  # (status, body) answered before the universe
         self.image_faults: dict[str, tuple[int, bytes]] = {}  # photo id -> (status, body)
         self.on_api_call: Callable[[dict[str, str]], None] | None = None
+        self.on_image_request: Callable[[str], None] | None = None
         self._lock = threading.Lock()
         mock.add_callback(responses.POST, REST_URL, callback=self._api)
         mock.add_callback(responses.GET, re.compile(re.escape(IMAGE_HOST) + r"/.*"),
@@ -84,11 +85,11 @@ class MockFlickr:
 
     def _api(self, request: Any) -> tuple[int, dict[str, str], str]:
         params = form(request)
+        if self.on_api_call:
+            self.on_api_call(params)
         with self._lock:
             self.api_calls[params.get("method", "")] += 1
             fault = self.api_faults.pop(0) if self.api_faults else None
-        if self.on_api_call:
-            self.on_api_call(params)
         if fault:
             status, body = fault
             return status, {}, body if isinstance(body, str) else json.dumps(body)
@@ -100,6 +101,8 @@ class MockFlickr:
         photo_id = match["id"] if match else path
         with self._lock:
             self.image_requests[photo_id] += 1
+        if self.on_image_request:
+            self.on_image_request(photo_id)
         if photo_id in self.image_faults:
             status, body = self.image_faults[photo_id]
             return status, {"Content-Type": "image/jpeg"}, body

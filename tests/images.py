@@ -1,0 +1,24 @@
+"""Real images made with Pillow, for tests."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+
+def encoded(image: Image.Image, format: str = "JPEG", **options) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format, **options)
+    return out.getvalue()
+
+
+def halves(width: int, height: int, left=(255, 0, 0), right=(0, 0, 255), mode="RGB"):
+    """An image whose left half and right half differ, to see where a rotation put them."""
+    image = Image.new("RGB", (width, height), right)
+    image.paste(left, (0, 0, width // 2, height))
+    return image.convert(mode) if mode != "RGB" else image
+
+
+def jpeg(width: int = 400, height: int = 300, **options) -> bytes:
+    return encoded(halves(width, height), "JPEG", **options)

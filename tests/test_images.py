@@ -1,0 +1,74 @@
+import io
+
+import pytest
+from PIL import Image
+
+from harvester.images import Normalised, Unusable, normalise
+from tests.images import encoded, halves, jpeg
+
+
+def decoded(result) -> Image.Image:
+    assert isinstance(result, Normalised), result
+    image = Image.open(io.BytesIO(result.jpeg))
+    assert image.format == "JPEG" and image.mode == "RGB"
+    assert image.size == (result.width, result.height)
+    return image
+
+
+@pytest.mark.parametrize(("size", "expected"), [
+    ((1024, 768), (240, 180)), ((768, 1024), (180, 240)), ((500, 500), (240, 240)),
+    ((240, 100), (240, 100)), ((3000, 1687), (240, 135)),
+])
+def test_the_longest_side_becomes_exactly_the_target(size, expected):
+    assert decoded(normalise(jpeg(*size), 240, 90)).size == expected
+
+
+def test_a_source_smaller_than_the_target_is_never_upscaled():
+    result = normalise(jpeg(200, 150), 240, 90)
+    assert result == Unusable("too_small", "200x150 is below 240px")
+
+
+def test_exif_orientation_is_applied_so_photos_stand_upright():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: rotate 90 degrees clockwise to view
+    image = decoded(normalise(encoded(halves(400, 300), "JPEG", exif=exif), 240, 90))
+    assert image.size == (180, 240)
+    top, bottom = image.getpixel((90, 20)), image.getpixel((90, 220))
+    assert top[0] > 200 and top[2] < 60  # the red left half is now on top
+    assert bottom[2] > 200 and bottom[0] < 60
+    assert not image.getexif()  # no metadata in the output
+
+
+@pytest.mark.parametrize(("mode", "format"), [
+    ("CMYK", "JPEG"), ("L", "JPEG"), ("P", "PNG"), ("P", "GIF"), ("RGB", "WEBP"), ("I;16", "PNG"),
+])
+def test_every_colour_mode_and_format_becomes_rgb_jpeg(mode, format):
+    source = halves(400, 300).convert(mode) if mode != "I;16" else Image.new("I;16", (400, 300))
+    decoded(normalise(encoded(source, format), 240, 90))
+
+
+def test_transparency_is_flattened_on_white():
+    source = Image.new("RGBA", (400, 300), (0, 0, 0, 0))
+    source.paste((0, 128, 0, 255), (0, 0, 200, 300))
+    image = decoded(normalise(encoded(source, "PNG"), 240, 90))
+    assert all(channel > 240 for channel in image.getpixel((200, 90)))
+    assert image.getpixel((20, 90))[1] > 100 and image.getpixel((20, 90))[0] < 40
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"<html><body>Not found</body></html>", jpeg()[: len(jpeg()) // 2],
+])
+def test_bytes_pillow_cannot_decode_are_rejected_as_corrupt(data):
+    result = normalise(data, 240, 90)
+    assert isinstance(result, Unusable) and result.reason == "corrupt"
+
+
+def test_a_decompression_bomb_is_rejected_without_decoding(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # bombs start at twice this
+    result = normalise(jpeg(400, 300), 240, 90)
+    assert isinstance(result, Unusable) and result.reason == "too_large"
+
+
+def test_the_same_source_always_gives_the_same_bytes():
+    source = jpeg(1024, 768)
+    assert normalise(source, 240, 85) == normalise(source, 240, 85)

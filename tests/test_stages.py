@@ -1,0 +1,134 @@
+"""Each stage alone, on a temporary database, with Flickr mocked."""
+
+import random
+
+import pytest
+from PIL import Image
+
+from harvester import assign, download, resize, search
+from harvester.config import Config, SplitSpec
+from harvester.db import open_database
+from harvester.flickr import FlickrClient
+from harvester.progress import Silent
+from harvester.states import Photo, State, dataset_window
+from tests.conftest import REST_URL
+
+ONE_CLASS = [{"name": "cat", "count": 20}]
+
+
+@pytest.fixture
+def searched(make_config, flickr):
+    """A database after search: 25 cats found (one page), the first 20 in the window."""
+    config: Config = make_config(classes=ONE_CLASS)
+    db = open_database(config.database_path)
+    search.fill(db, FlickrClient("k", "s", config.flickr, rest_url=REST_URL), config, Silent())
+    return db, config
+
+
+def states(db) -> dict[str, int]:
+    return {row["state"]: row["photos"] for row in db.query("SELECT * FROM progress")}
+
+
+def window_ids(db, count=20) -> list[str]:
+    return [photo.photo_id for photo in dataset_window(db, "cat", count)]
+
+
+def test_download_fetches_the_window_once_and_records_each_file(searched, flickr):
+    db, config = searched
+    assert download.run(db, config, Silent()) == 20
+    assert states(db) == {"downloaded": 20, "found": 5}
+    assert set(flickr.image_requests) == set(window_ids(db)) and max(
+        flickr.image_requests.values()) == 1
+    for row in db.query("SELECT * FROM photos WHERE state = 'downloaded'"):
+        source = config.output_dir / row["source_path"]
+        assert source.stat().st_size == row["source_bytes"]
+        assert row["sha256"] and row["attempts"] == 1
+    assert not list(config.output_dir.rglob("*.part"))
+    assert download.run(db, config, Silent()) == 0  # nothing left: no second request
+    assert sum(flickr.image_requests.values()) == 20
+
+
+def test_a_photo_that_cannot_be_fetched_is_failed_with_its_reason(searched, flickr):
+    db, config = searched
+    gone, flaky = window_ids(db)[:2]
+    flickr.image_faults[gone] = (404, b"Not Found")
+    flickr.image_faults[flaky] = (503, b"try later")
+    download.run(db, config, Silent())
+    rows = {row["photo_id"]: row for row in db.query("SELECT * FROM photos")}
+    assert (rows[gone]["state"], rows[gone]["reason"]) == ("failed", "http_404")
+    assert (rows[flaky]["state"], rows[flaky]["reason"]) == ("failed", "http_503")
+    assert flickr.image_requests[flaky] == 2  # the try and one retry (download.retries: 1)
+    # Their places in the window went to the next two photos found.
+    assert len(window_ids(db)) == 20 and gone not in window_ids(db)
+
+
+def test_a_source_written_by_a_killed_run_is_not_fetched_again(searched, flickr):
+    db, config = searched
+    photo = dataset_window(db, "cat", 1)[0]
+    source = config.output_dir / download.source_path_for(photo)
+    source.parent.mkdir(parents=True)
+    source.write_bytes(b"bytes from before the kill")
+    download.run(db, config, Silent())
+    assert photo.photo_id not in flickr.image_requests
+    row = db.execute("SELECT state, source_bytes FROM photos WHERE photo_id = ?",
+                     [photo.photo_id]).fetchone()
+    assert row == ("downloaded", 26)
+
+
+def test_resize_writes_dataset_images_and_rejects_what_pillow_cannot_read(searched, flickr):
+    db, config = searched
+    broken = window_ids(db)[3]
+    flickr.image_faults[broken] = (200, b"<html>photo unavailable</html>")
+    download.run(db, config, Silent())
+    assert resize.run(db, config, Silent()) == 20
+    assert states(db) == {"resized": 19, "rejected": 1, "found": 5}
+    row = db.execute("SELECT reason FROM photos WHERE photo_id = ?", [broken]).fetchone()
+    assert row == ("corrupt",)
+    for row in db.query("SELECT * FROM photos WHERE state = 'resized'"):
+        assert row["path"] == f"cat/{row['photo_id']}.jpg"
+        with Image.open(config.output_dir / row["path"]) as image:
+            assert max(image.size) == 240 and image.mode == "RGB"
+            assert image.size == (row["width"], row["height"])
+    # The rejected photo's place goes to the next found photo, ready for download.
+    assert [p.state for p in dataset_window(db, "cat", 20)].count(State.FOUND) == 1
+
+
+def test_assign_waits_until_the_class_dataset_is_final(searched):
+    db, config = searched
+    download.run(db, config, Silent())
+    assert assign.run(db, config) == 0  # downloaded but not resized: not final yet
+    resize.run(db, config, Silent())
+    assert assign.run(db, config) == 20
+    splits = dict(db.execute(
+        "SELECT split, count(*) FROM photos WHERE state = 'assigned' GROUP BY split").fetchall())
+    assert splits == {"test": 3, "train": 17}
+    assert assign.run(db, config) == 0
+
+
+def photos(n: int) -> list[Photo]:
+    return [Photo(photo_id=str(10_000 + i), class_="cat", state=State.RESIZED, found_order=i,
+                  search_tags="cat") for i in range(n)]
+
+
+def test_the_split_does_not_depend_on_the_order_photos_arrived_in():
+    split = SplitSpec(seed=42, type="absolute", test_size=5)
+    batch = photos(50)
+    shuffled = batch[:]
+    random.Random(1).shuffle(shuffled)
+    assert assign.planned_splits(batch, split) == assign.planned_splits(shuffled, split)
+    other_seed = SplitSpec(seed=43, type="absolute", test_size=5)
+    assert assign.planned_splits(batch, split) != assign.planned_splits(batch, other_seed)
+
+
+@pytest.mark.parametrize(("split", "size", "test"), [
+    (SplitSpec(42, "absolute", 5), 50, 5),
+    (SplitSpec(42, "absolute", 5), 3, 2),  # a class short of photos keeps one for training
+    (SplitSpec(42, "proportional", 0.1), 59, 5),  # floor(0.1 x 59)
+    (SplitSpec(42, "proportional", 0.25), 8, 2),
+    (SplitSpec(42, "proportional", 0.0), 8, 0),
+])
+def test_split_sizes_are_exact(split: SplitSpec, size: int, test: int):
+    plan = assign.planned_splits(photos(size), split)
+    assert list(plan.values()).count("test") == test
+    assert list(plan.values()).count("train") == size - test
+
