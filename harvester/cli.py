@@ -49,8 +49,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: messages stay on one line, so paths and commands can be copied and grepped.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 ConfigPath = Annotated[
     Path,
@@ -75,6 +76,8 @@ def _global_options(
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler],
                         force=True)
+    # flickrapi logs every non-200 answer as an error; harvester reports what matters itself.
+    logging.getLogger("flickrapi").setLevel(logging.INFO if verbose else logging.CRITICAL)
 
 
 @app.command()

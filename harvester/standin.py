@@ -13,7 +13,9 @@ import json
 import math
 import random
 import re
+import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping
 from functools import lru_cache
@@ -196,12 +198,15 @@ def render(photo_id: str, tag: str, width: int, height: int) -> bytes:
 class StandIn:
     """Serves a Universe on 127.0.0.1 (a free port) until closed. Counts what it served."""
 
-    def __init__(self, universe: Universe) -> None:
+    def __init__(self, universe: Universe, api_delay: float = 0.0,
+                 image_delay: float = 0.0) -> None:
         self.universe = universe
+        self.api_delay = api_delay  # seconds before each answer: a slow Flickr
+        self.image_delay = image_delay
         self.api_calls: Counter[str] = Counter()
         self.image_requests: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -227,6 +232,13 @@ class StandIn:
             counter[key] += 1
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-answer (a killed harvest) is expected, not an error.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 def _handler_for(stand_in: StandIn) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as Flickr's servers do
@@ -238,6 +250,7 @@ def _handler_for(stand_in: StandIn) -> type[BaseHTTPRequestHandler]:
                 return
             match = IMAGE_PATH.match(url.path)
             stand_in.count(stand_in.image_requests, match["id"] if match else url.path)
+            time.sleep(stand_in.image_delay)
             data = stand_in.universe.image(url.path)
             if data is None:
                 self._send(404, b"Not Found", "text/plain")
@@ -251,6 +264,7 @@ def _handler_for(stand_in: StandIn) -> type[BaseHTTPRequestHandler]:
 
         def _api(self, params: dict[str, str]) -> None:
             stand_in.count(stand_in.api_calls, params.get("method", ""))
+            time.sleep(stand_in.api_delay)
             body = stand_in.universe.respond(params, stand_in.base_url)
             self._send(200, json.dumps(body).encode(), "application/json")
 

@@ -1,0 +1,120 @@
+"""The command line as a user drives it: messages and exit codes."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from harvester import pipeline
+from harvester.cli import app
+from tests.conftest import REST_URL, write_config
+
+KEYS = {"API_KEY": "test-key", "API_SECRET": "test-secret", "FLICKR_API_URL": REST_URL}
+
+
+@pytest.fixture
+def cli(tmp_path: Path):
+    runner = CliRunner()
+
+    def invoke(*args: str, env: dict | None = None):
+        return runner.invoke(app, list(args), env=KEYS if env is None else env)
+
+    return invoke
+
+
+@pytest.fixture
+def config_path(tmp_path: Path) -> Path:
+    return write_config(tmp_path)
+
+
+def test_run_builds_the_dataset_and_says_where(cli, config_path, flickr):
+    result = cli("run", "-c", str(config_path))
+    assert result.exit_code == 0, result.output
+    assert "Dataset ready in" in result.stdout and "30 photos (cat 20, dog 10)" in result.stdout
+    assert "Flickr API calls this run: 2" in result.stdout
+    assert (config_path.parent / "outputs" / "dataset.tgz").exists()
+
+
+def test_a_config_error_exits_2_naming_the_key_and_writes_nothing(cli, tmp_path, flickr):
+    path = write_config(tmp_path, classes=[{"name": "../escape", "count": 5}])
+    result = cli("run", "-c", str(path))
+    assert result.exit_code == 2
+    assert "config error: classes[0].name:" in result.stderr
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "outputs").exists() and flickr.api_calls.total() == 0
+
+
+def test_a_missing_config_file_exits_2(cli, tmp_path):
+    result = cli("run", "-c", str(tmp_path / "absent.yaml"))
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+
+
+def test_missing_credentials_exit_2_and_say_which(cli, config_path, flickr):
+    result = cli("run", "-c", str(config_path), env={"API_KEY": "", "API_SECRET": "x"})
+    assert result.exit_code == 2
+    assert "API_KEY not set" in result.stderr
+    assert not (config_path.parent / "outputs").exists()
+
+
+def test_flickr_down_exits_1_and_tells_how_to_continue(cli, config_path, flickr):
+    flickr.fail_api(times=6, code=None, status=503)
+    result = cli("run", "-c", str(config_path))
+    assert result.exit_code == 1
+    assert "stopped: flickr.photos.search failed 6 times" in result.stderr
+    assert f"harvester resume -c {config_path}" in result.stderr
+    assert "Traceback" not in result.output
+    resumed = cli("resume", "-c", str(config_path))
+    assert resumed.exit_code == 0 and "30 photos" in resumed.stdout
+
+
+def test_a_bad_key_exits_1_saying_what_to_fix(cli, config_path, flickr):
+    flickr.api_faults.append((200, {"stat": "fail", "code": 100, "message": "Invalid API Key"}))
+    result = cli("run", "-c", str(config_path))
+    assert result.exit_code == 1 and "check API_KEY and API_SECRET" in result.stderr
+
+
+def test_ctrl_c_stops_cleanly_with_exit_130(cli, config_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "complete_stages", interrupted)
+    result = cli("run", "-c", str(config_path))
+    assert result.exit_code == 130
+    assert "interrupted." in result.stderr and "harvester resume" in result.stderr
+
+
+def test_resume_with_nothing_to_resume_exits_2(cli, config_path):
+    result = cli("resume", "-c", str(config_path))
+    assert result.exit_code == 2 and "no harvest to resume" in result.stderr
+
+
+def test_status_reports_every_state_per_class_as_a_table_or_json(cli, config_path, flickr):
+    assert cli("status", "-c", str(config_path)).exit_code == 2  # no harvest yet
+    cli("run", "-c", str(config_path))
+    table = cli("status", "-c", str(config_path))
+    assert table.exit_code == 0 and "cat" in table.stdout and "dog" in table.stdout
+    report = json.loads(cli("status", "-c", str(config_path), "--json").stdout)
+    cat = report["classes"]["cat"]
+    assert cat["wanted"] == 20 and cat["in_dataset"] == 20 and cat["left"] == 0
+    assert cat["states"]["assigned"] == 20 and set(cat["states"]) == {
+        "found", "downloaded", "resized", "assigned", "failed", "rejected"}
+    assert report["api_calls"] == {"flickr.photos.search": 2}
+
+
+def test_export_rebuilds_artifacts_without_the_network(cli, config_path, flickr):
+    assert cli("export", "-c", str(config_path)).exit_code == 2
+    cli("run", "-c", str(config_path))
+    split = config_path.parent / "outputs" / "train_test_split.json"
+    split.unlink()
+    calls = flickr.api_calls.total() + flickr.image_requests.total()
+    result = cli("export", "-c", str(config_path), env={})
+    assert result.exit_code == 0 and split.exists()
+    assert flickr.api_calls.total() + flickr.image_requests.total() == calls
+
+
+def test_every_command_and_option_has_help(cli):
+    for command in ("run", "resume", "status", "export"):
+        result = cli(command, "--help")
+        assert result.exit_code == 0 and "--config" in result.stdout
+    assert "--json" in cli("status", "--help").stdout

@@ -1,0 +1,131 @@
+"""Crash safety: `harvester run` as a real process over real sockets, killed with SIGKILL
+inside each stage, then resumed, must end with the dataset an uninterrupted run makes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from harvester.standin import StandIn, Universe
+from tests.conftest import write_config
+
+pytestmark = pytest.mark.slow
+CLASSES = [{"name": "cat", "count": 60}, {"name": "dog", "count": 40}]
+WORKERS = 4
+
+
+@pytest.fixture(scope="module")
+def stand_in():
+    universe = Universe(seed=11, photos_per_tag={"cat": 300, "dog": 200})
+    # Slow enough answers that every stage lasts long enough to be killed inside.
+    with StandIn(universe, api_delay=0.15, image_delay=0.02) as server:
+        yield server
+
+
+def config_in(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_config(
+        folder, classes=CLASSES,
+        flickr={"per_page": 20, "retry_backoff": 0},
+        download={"workers": WORKERS, "retry_backoff": 0},
+        resize={"workers": 2},
+        image={"longest_side": 500},  # larger renditions: resize lasts long enough to hit
+    )
+
+
+def harvester(command: str, config: Path, server: StandIn) -> subprocess.Popen:
+    env = {**os.environ, "API_KEY": "k", "API_SECRET": "s", "FLICKR_API_URL": server.rest_url}
+    return subprocess.Popen(
+        [sys.executable, "-m", "harvester", command, "-c", str(config)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def dataset(output_dir: Path) -> dict[str, bytes]:
+    files = {"train_test_split.json": (output_dir / "train_test_split.json").read_bytes()}
+    split = json.loads(files["train_test_split.json"])
+    for path in split["train"] + split["test"]:
+        files[path] = (output_dir / path).read_bytes()
+    return files
+
+
+def count(db: Path, where: str) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as connection:
+            return connection.execute(f"SELECT count(*) FROM photos WHERE {where}").fetchone()[0]
+    except sqlite3.OperationalError:  # the schema is still being created
+        return 0
+
+
+# When to kill, per stage: a condition on the API calls this process made and the output folder.
+MOMENTS: dict[str, Callable[[int, Path], bool]] = {
+    "search": lambda calls, out: calls >= 2,
+    "download": lambda calls, out: count(out / "harvest.db", "state = 'downloaded'") >= 30,
+    "resize": lambda calls, out: count(out / "harvest.db", "state = 'resized'") >= 10,
+    "assign": lambda calls, out: count(out / "harvest.db", "state = 'assigned'") >= 1,
+    "export": lambda calls, out: (out / "train_test_split.json").exists(),
+}
+
+
+def test_sigkill_in_every_stage_then_resume_gives_the_uninterrupted_dataset(stand_in, tmp_path):
+    reference = config_in(tmp_path / "reference")
+    finished = harvester("run", reference, stand_in)
+    assert finished.wait(timeout=120) == 0, finished.stderr.read()
+    expected = dataset(reference.parent / "outputs")
+
+    config = config_in(tmp_path / "killed")
+    out = config.parent / "outputs"
+    requests_before = stand_in.image_requests.copy()
+    landed = []
+    for stage, reached in MOMENTS.items():
+        calls_before = stand_in.api_calls.total()
+        process = harvester("run" if stage == "search" else "resume", config, stand_in)
+        deadline = time.monotonic() + 60
+        while not reached(stand_in.api_calls.total() - calls_before, out) and (
+            process.poll() is None
+        ):
+            assert time.monotonic() < deadline, f"never reached {stage}"
+            time.sleep(0.002)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            landed.append(stage)
+        process.wait(timeout=30)
+    resumed = harvester("resume", config, stand_in)
+    assert resumed.wait(timeout=120) == 0, resumed.stderr.read()
+
+    assert dataset(out) == expected
+    assert len(landed) >= 4, f"kills landed only in {landed}"
+    print(f"SIGKILL landed in: {', '.join(landed)}")
+    served = stand_in.image_requests - requests_before
+    photos = len(json.loads(expected["train_test_split.json"])["train"]) + len(
+        json.loads(expected["train_test_split.json"])["test"])
+    # Each photo fetched once, but for those in flight when a kill landed.
+    assert max(served.values()) <= 2
+    assert served.total() <= photos + len(landed) * WORKERS * 4
+    with sqlite3.connect(out / "harvest.db") as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_sigint_stops_cleanly_with_exit_130_and_the_resume_line(stand_in, tmp_path):
+    config = config_in(tmp_path)
+    process = harvester("run", config, stand_in)
+    deadline = time.monotonic() + 60
+    while count(config.parent / "outputs" / "harvest.db", "state = 'downloaded'") < 5:
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 130
+    stderr = process.stderr.read()
+    assert "interrupted." in stderr and f"harvester resume -c {config}" in stderr
+    assert "Traceback" not in stderr
