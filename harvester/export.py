@@ -14,6 +14,7 @@ from sqlite_utils import Database
 from harvester import db as queries
 from harvester.config import Config
 from harvester.files import replacing, write_atomically
+from harvester.progress import ProgressSink, Silent
 
 SPLIT_FILE = "train_test_split.json"
 URLS_FILE = "urls_data.json"
@@ -21,13 +22,13 @@ SUMMARY_FILE = "summary.txt"
 ARCHIVE_FILE = "dataset.tgz"
 
 
-def run(db: Database, config: Config) -> list[Path]:
+def run(db: Database, config: Config, sink: ProgressSink | None = None) -> list[Path]:
     """Write every artifact into the output folder; returns their paths."""
     out = config.output_dir
     write_atomically(out / SPLIT_FILE, _json(split_document(db)))
     write_atomically(out / URLS_FILE, _json(urls_document(db, config)))
     write_atomically(out / SUMMARY_FILE, summary_text(db, config).encode())
-    write_archive(db, config, out / ARCHIVE_FILE)
+    write_archive(db, config, out / ARCHIVE_FILE, sink or Silent())
     return [out / name for name in (SPLIT_FILE, URLS_FILE, SUMMARY_FILE, ARCHIVE_FILE)]
 
 
@@ -87,7 +88,7 @@ def summary_text(db: Database, config: Config) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_archive(db: Database, config: Config, target: Path) -> None:
+def write_archive(db: Database, config: Config, target: Path, sink: ProgressSink) -> None:
     """A gzipped tar of the class folders and metadata files, byte-reproducible.
 
     Relative member names, sorted; no timestamps, owners or modes from the machine.
@@ -96,6 +97,7 @@ def write_archive(db: Database, config: Config, target: Path) -> None:
     paths = [row["path"] for row in db.query(
         "SELECT path FROM photos WHERE state = 'assigned' ORDER BY path"
     )]
+    sink.start("archive", total=len(paths))
     with replacing(target) as handle, gzip.GzipFile(
         filename="", mode="wb", fileobj=handle, mtime=0, compresslevel=6
     ) as zipped, tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -104,9 +106,11 @@ def write_archive(db: Database, config: Config, target: Path) -> None:
         for relative in paths:
             data = (out / relative).read_bytes()
             tar.addfile(_member(relative, size=len(data)), io.BytesIO(data))
+            sink.advance("archive")
         for name in (SPLIT_FILE, URLS_FILE, SUMMARY_FILE):
             data = (out / name).read_bytes()
             tar.addfile(_member(name, size=len(data)), io.BytesIO(data))
+    sink.finish("archive")
 
 
 def _member(name: str, size: int = 0, directory: bool = False) -> tarfile.TarInfo:

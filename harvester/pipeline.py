@@ -117,7 +117,7 @@ def complete_stages(
         if not moved:
             break
     assign.run(db, config)
-    export.run(db, config)
+    export.run(db, config, sink)
 
 
 def export_only(config: Config) -> list[Path]:

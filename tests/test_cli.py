@@ -36,6 +36,19 @@ def test_run_builds_the_dataset_and_says_where(cli, config_path, flickr):
     assert (config_path.parent / "outputs" / "dataset.tgz").exists()
 
 
+def test_secrets_never_reach_the_database_logs_or_artifacts(cli, config_path, flickr):
+    secrets = {"API_KEY": "KEY-5f3a9c1e77", "API_SECRET": "SECRET-0b2d4e6f88"}
+    flickr.fail_api(times=2)  # a retry, logged with -v
+    result = cli("-v", "run", "-c", str(config_path), env={**KEYS, **secrets})
+    assert result.exit_code == 0 and "retry" in result.output
+    written = [path for path in (config_path.parent / "outputs").rglob("*") if path.is_file()]
+    assert any(path.name == "harvest.db" for path in written)
+    for secret in secrets.values():
+        assert secret not in result.output
+        for path in written:
+            assert secret.encode() not in path.read_bytes(), path
+
+
 def test_a_config_error_exits_2_naming_the_key_and_writes_nothing(cli, tmp_path, flickr):
     path = write_config(tmp_path, classes=[{"name": "../escape", "count": 5}])
     result = cli("run", "-c", str(path))
