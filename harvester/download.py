@@ -23,6 +23,8 @@ from harvester.workers import batched_by_time, bounded_map
 
 SOURCES_DIR = ".sources"
 MAX_SOURCE_BYTES = 50 * 1024 * 1024
+# Flickr answers for a deleted photo with a redirect to this placeholder, served with 200.
+PLACEHOLDER_MARK = "photo_unavailable"
 CHUNK = 64 * 1024
 
 log = logging.getLogger(__name__)
@@ -128,6 +130,9 @@ def fetch_source(
             if response.status_code != 200:
                 return DownloadFailed(photo.photo_id, f"http_{response.status_code}",
                                       response.reason or "", attempts)
+            if PLACEHOLDER_MARK in urlparse(response.url).path:
+                return DownloadFailed(photo.photo_id, "unavailable", response.url, attempts,
+                                      rejected=True)
             declared = int(response.headers.get("Content-Length") or 0)
             if declared > MAX_SOURCE_BYTES:
                 return DownloadFailed(photo.photo_id, "too_large", f"{declared} bytes", attempts,

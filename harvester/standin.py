@@ -2,7 +2,8 @@
 
 `Universe` is a deterministic photo world per tag (pure: params in, Flickr-shaped
 JSON out; image path in, JPEG bytes out). `StandIn` serves it over HTTP on
-127.0.0.1 and counts what it served, for the demo, benchmarks and tests.
+127.0.0.1, injects the faults real Flickr has when asked to, and counts what it
+served, for `harvester demo`, benchmarks and tests.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -28,11 +31,13 @@ from PIL import Image, ImageDraw
 RESULT_CAP = 4000  # Flickr serves the first 4,000 results of any query, then repeats
 # Rendition key -> (longest side, URL file suffix), as Flickr names them.
 RENDITIONS = {"s": (240, "_m"), "n": (320, "_n"), "m": (500, ""), "z": (640, "_z"),
-              "l": (1024, "_b")}
+              "l": (1024, "_b"), "o": (0, "_o")}  # 0: the original's own size
 SUFFIX_TO_SIZE = {suffix: key for key, (_, suffix) in RENDITIONS.items()}
 IMAGE_PATH = re.compile(
     r"^/(?P<server>\d+)/(?P<id>\d+)_(?P<secret>[0-9a-f]+)(?P<suffix>_[a-z])?\.jpg$"
 )
+PLACEHOLDER_PATH = "/images/photo_unavailable.png"
+CONSUMER_KEY = re.compile(r'oauth_consumer_key="([^"]*)"')
 LICENSES = [
     (0, "All Rights Reserved", "https://www.flickrhelp.com/hc/en-us/articles/"
      "10710266545556-Using-Flickr-images-shared-by-other-members"),
@@ -55,17 +60,30 @@ def fail(code: int, message: str) -> dict[str, Any]:
 
 
 class Universe:
-    """Every tag has its own photos; the same seed always makes the same world."""
+    """Every tag has its own photos; the same seed always makes the same world.
+
+    `overlap` is the share of each tag's photos that also carry the next tag of
+    `photos_per_tag` (the last wraps to the first): photos a harvest finds for two
+    classes. `api_key`, when set, is the only key accepted (others get code 100).
+    """
 
     def __init__(self, seed: int = 0, photos_per_tag: Mapping[str, int] | None = None,
-                 default_photos: int = 1000) -> None:
+                 default_photos: int = 1000, overlap: float = 0.0,
+                 api_key: str | None = None) -> None:
         self.seed = seed
         self.photos_per_tag = dict(photos_per_tag or {})
         self.default_photos = default_photos
-        self._tag_by_photo: dict[str, str] = {}  # the tag each photo was made for
+        self.overlap = overlap
+        self.api_key = api_key
+        self._tags_of: dict[str, list[str]] = {}  # photo id -> its tags, its own first
         self._lock = threading.Lock()
+        for tag in self.photos_per_tag:  # every record then lists all its tags from the start
+            self._tag_photos(tag)
 
-    def respond(self, params: Mapping[str, str], image_base_url: str) -> dict[str, Any]:
+    def respond(self, params: Mapping[str, str], image_base_url: str,
+                api_key: str | None = None) -> dict[str, Any]:
+        if self.api_key is not None and api_key != self.api_key:
+            return fail(100, "Invalid API Key (Key has invalid format)")
         method = params.get("method", "")
         if method == "flickr.photos.search":
             return self.search(params, image_base_url)
@@ -82,8 +100,11 @@ class Universe:
                            "Please use flickr.photos.getRecent instead.")
         per_page = min(max(_int(params.get("per_page"), 100), 1), 500)
         page = max(_int(params.get("page"), 1), 1)
-        matches = self._matches(tuple(tags), params.get("tag_mode", "any"),
-                                params.get("license", ""), params.get("sort", "relevance"))
+        matches = self._matches(
+            tuple(tags), params.get("tag_mode", "any"), params.get("license", ""),
+            params.get("sort", "date-posted-desc"),
+            _timestamp(params.get("min_upload_date")), _timestamp(params.get("max_upload_date")),
+        )
         total = len(matches)
         reachable = min(total, RESULT_CAP)
         pages = math.ceil(total / per_page) if total else 0
@@ -98,37 +119,54 @@ class Universe:
         }, "stat": "ok"}
 
     def image(self, path: str) -> bytes | None:
+        """The JPEG an image URL from a search answer points to, or None for a 404."""
         match = IMAGE_PATH.match(path)
-        if not match or match["id"] not in self._tag_by_photo:
+        if not match or match["id"] not in self._tags_of:
             return None
         facts = self._facts(match["id"])
-        if match["secret"] != facts["secret"]:
-            return None
         size_key = SUFFIX_TO_SIZE.get(match["suffix"] or "")
-        if size_key is None:
+        if match["secret"] != facts["secret"] or size_key is None:
             return None
         width, height = _scaled(facts["width"], facts["height"], RENDITIONS[size_key][0])
-        return render(match["id"], facts["tag"], width, height)
+        return render(match["id"], self._hue(facts["tag"]), width, height)
 
     def photo_ids(self, tag: str) -> list[str]:
         return list(self._tag_photos(tag))
 
+    def _own_photos(self, tag: str) -> tuple[str, ...]:
+        count = self.photos_per_tag.get(tag, self.default_photos)
+        return tuple(_photo_id(self.seed, tag, index) for index in range(count))
+
     @lru_cache(maxsize=64)  # noqa: B019 - a universe lives as long as its server
     def _tag_photos(self, tag: str) -> tuple[str, ...]:
-        count = self.photos_per_tag.get(tag, self.default_photos)
-        ids = tuple(_photo_id(self.seed, tag, index) for index in range(count))
+        own = self._own_photos(tag)
+        borrowed: tuple[str, ...] = ()
+        names = list(self.photos_per_tag)
+        if self.overlap and tag in names and len(names) > 1:
+            previous = names[names.index(tag) - 1]
+            borrowed = tuple(photo_id for photo_id in self._own_photos(previous)
+                             if _fraction(f"overlap:{photo_id}") < self.overlap)
         with self._lock:
-            for photo_id in ids:
-                self._tag_by_photo.setdefault(photo_id, tag)
-        return ids
+            for photo_id in own:
+                self._tags_of.setdefault(photo_id, [tag])
+            for photo_id in borrowed:
+                tags = self._tags_of.setdefault(photo_id, [previous])
+                if tag not in tags:
+                    tags.append(tag)
+        return own + borrowed
 
     @lru_cache(maxsize=256)  # noqa: B019
-    def _matches(self, tags: tuple[str, ...], mode: str, licenses: str, sort: str) -> list[str]:
+    def _matches(self, tags: tuple[str, ...], mode: str, licenses: str, sort: str,
+                 uploaded_from: int | None, uploaded_to: int | None) -> list[str]:
         per_tag = [set(self._tag_photos(tag)) for tag in tags]
         ids = set.intersection(*per_tag) if mode == "all" else set.union(*per_tag)
         wanted = {value.strip() for value in licenses.split(",") if value.strip()}
-        if wanted:
-            ids = {photo_id for photo_id in ids if self._facts(photo_id)["license"] in wanted}
+        ids = {
+            photo_id for photo_id in ids
+            if (not wanted or self._facts(photo_id)["license"] in wanted)
+            and (uploaded_from is None or self._facts(photo_id)["dateupload"] >= uploaded_from)
+            and (uploaded_to is None or self._facts(photo_id)["dateupload"] <= uploaded_to)
+        }
         if sort.startswith("date-"):
             return sorted(ids, key=lambda i: (self._facts(i)["dateupload"], i),
                           reverse=sort.endswith("desc"))
@@ -150,9 +188,15 @@ class Universe:
             "owner": f"{10_000_000 + owner_number}@N0{owner_number % 8}",
             "ownername": f"photographer {owner_number}",
             "dateupload": rng.randrange(*UPLOAD_RANGE),
-            "tag": self._tag_by_photo.get(photo_id, ""),
+            "tag": self._tags_of.get(photo_id, [""])[0],
             "title": f"photo {photo_id[-4:]}",
         }
+
+    def _hue(self, tag: str) -> int:
+        names = list(self.photos_per_tag)
+        if tag in names:  # classes of one universe spread evenly round the colour wheel
+            return names.index(tag) * 256 // len(names)
+        return hashlib.sha256(tag.encode()).digest()[0]
 
     def _record(self, photo_id: str, image_base_url: str) -> dict[str, Any]:
         facts = self._facts(photo_id)
@@ -162,7 +206,8 @@ class Universe:
             "ispublic": 1, "isfriend": 0, "isfamily": 0, "license": facts["license"],
             # Flickr's own mix of string and number types, as in the real samples.
             "dateupload": str(facts["dateupload"]), "ownername": facts["ownername"],
-            "tags": facts["tag"], "media": "photo", "media_status": "ready",
+            "tags": " ".join(self._tags_of.get(photo_id, [])), "media": "photo",
+            "media_status": "ready",
         }
         for key, (longest, suffix) in RENDITIONS.items():
             width, height = _scaled(facts["width"], facts["height"], longest)
@@ -174,10 +219,9 @@ class Universe:
         return record
 
 
-def render(photo_id: str, tag: str, width: int, height: int) -> bytes:
-    """A photo-like JPEG: a soft field in the tag's hue with shapes unique to the photo."""
+def render(photo_id: str, hue: int, width: int, height: int) -> bytes:
+    """A photo-like JPEG: a soft field in the class's hue, with shapes unique to the photo."""
     rng = random.Random(photo_id)
-    hue = int(hashlib.sha256(tag.encode()).hexdigest()[:2], 16)
     base = Image.new("HSV", (8, 6))
     base.putdata([
         ((hue + rng.randrange(-12, 13)) % 256, rng.randrange(90, 230), rng.randrange(60, 240))
@@ -195,25 +239,62 @@ def render(photo_id: str, tag: str, width: int, height: int) -> bytes:
     return out.getvalue()
 
 
-class StandIn:
-    """Serves a Universe on 127.0.0.1 (a free port) until closed. Counts what it served."""
+@lru_cache(maxsize=1)
+def placeholder() -> bytes:
+    """Flickr's grey 'This photo is no longer available' image, more or less."""
+    image = Image.new("RGB", (500, 374), (222, 222, 222))
+    ImageDraw.Draw(image).text((150, 180), "This photo is no longer available", fill=(90, 90, 90))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
 
-    def __init__(self, universe: Universe, api_delay: float = 0.0,
-                 image_delay: float = 0.0) -> None:
+
+@dataclass(frozen=True)
+class Faults:
+    """What breaks, and how often. Off by default.
+
+    API errors strike calls at random (seeded); image faults strike photos, the same
+    photos every time, as a deleted photo stays deleted.
+    """
+
+    api_error_rate: float = 0.0
+    api_errors: tuple[str, ...] = ("105", "201", "http500", "http429")
+    image_fault_rate: float = 0.0
+    image_faults: tuple[str, ...] = ("404", "unavailable", "truncated", "not_image")
+    seed: int = 0
+
+    def image_fault(self, photo_id: str) -> str | None:
+        if _fraction(f"{self.seed}:fault:{photo_id}") >= self.image_fault_rate:
+            return None
+        return self.image_faults[int(_fraction(f"{self.seed}:kind:{photo_id}")
+                                     * len(self.image_faults))]
+
+
+class StandIn:
+    """Serves a Universe on 127.0.0.1 until closed. Counts what it served."""
+
+    def __init__(self, universe: Universe, api_delay: float = 0.0, image_delay: float = 0.0,
+                 faults: Faults | None = None, port: int = 0) -> None:
         self.universe = universe
         self.api_delay = api_delay  # seconds before each answer: a slow Flickr
         self.image_delay = image_delay
+        self.faults = faults or Faults()
         self.api_calls: Counter[str] = Counter()
         self.image_requests: Counter[str] = Counter()
+        self.faults_served: Counter[str] = Counter()
+        self._api_rng = random.Random(self.faults.seed)
         self._lock = threading.Lock()
-        self._server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = _QuietServer(("127.0.0.1", port), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def rest_url(self) -> str:
@@ -231,6 +312,14 @@ class StandIn:
         with self._lock:
             counter[key] += 1
 
+    def api_fault(self) -> str | None:
+        with self._lock:
+            if self._api_rng.random() >= self.faults.api_error_rate:
+                return None
+            fault = self._api_rng.choice(self.faults.api_errors)
+            self.faults_served[f"api {fault}"] += 1
+            return fault
+
 
 class _QuietServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -247,26 +336,54 @@ def _handler_for(stand_in: StandIn) -> type[BaseHTTPRequestHandler]:
             url = urlparse(self.path)
             if url.path == "/services/rest/":
                 self._api(dict(parse_qsl(url.query)))
-                return
-            match = IMAGE_PATH.match(url.path)
-            stand_in.count(stand_in.image_requests, match["id"] if match else url.path)
-            time.sleep(stand_in.image_delay)
-            data = stand_in.universe.image(url.path)
-            if data is None:
-                self._send(404, b"Not Found", "text/plain")
+            elif url.path == PLACEHOLDER_PATH:
+                self._send(200, placeholder(), "image/png")
             else:
-                self._send(200, data, "image/jpeg")
+                self._image(url.path)
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            params = dict(parse_qsl(self.rfile.read(length).decode()))
-            self._api(params)
+            self._api(dict(parse_qsl(self.rfile.read(length).decode())))
 
         def _api(self, params: dict[str, str]) -> None:
             stand_in.count(stand_in.api_calls, params.get("method", ""))
             time.sleep(stand_in.api_delay)
-            body = stand_in.universe.respond(params, stand_in.base_url)
+            fault = stand_in.api_fault()
+            if fault in ("http500", "http429"):
+                self._send(int(fault[4:]), b"<html>Flickr is having a moment</html>",
+                           "text/html")
+                return
+            if fault:
+                body: dict[str, Any] = fail(int(fault), "Service currently unavailable")
+            else:
+                key = CONSUMER_KEY.search(self.headers.get("Authorization", ""))
+                api_key = key.group(1) if key else params.get("api_key")
+                body = stand_in.universe.respond(params, stand_in.base_url, api_key)
             self._send(200, json.dumps(body).encode(), "application/json")
+
+        def _image(self, path: str) -> None:
+            match = IMAGE_PATH.match(path)
+            photo_id = match["id"] if match else path
+            stand_in.count(stand_in.image_requests, photo_id)
+            time.sleep(stand_in.image_delay)
+            data = stand_in.universe.image(path)
+            fault = stand_in.faults.image_fault(photo_id) if data else None
+            if fault:
+                stand_in.count(stand_in.faults_served, f"image {fault}")
+            if data is None or fault == "404":
+                self._send(404, b"Not Found", "text/plain")
+            elif fault == "unavailable":
+                # What Flickr does for a deleted photo: a redirect to a placeholder, then 200.
+                self.send_response(302)
+                self.send_header("Location", stand_in.base_url + PLACEHOLDER_PATH)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif fault == "truncated":
+                self._send(200, data[: len(data) // 2], "image/jpeg")
+            elif fault == "not_image":
+                self._send(200, b"<html><body>Service Unavailable</body></html>", "image/jpeg")
+            else:
+                self._send(200, data, "image/jpeg")
 
         def _send(self, status: int, body: bytes, content_type: str) -> None:
             self.send_response(status)
@@ -287,7 +404,27 @@ def _photo_id(seed: int, tag: str, index: int) -> str:
     return str(50_000_000_000 + int.from_bytes(digest[:6], "big") % 4_000_000_000)
 
 
+def _fraction(key: str) -> float:
+    """A stable number in [0, 1) for a key."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+
+
+def _timestamp(value: str | None) -> int | None:
+    """Flickr takes upload dates as unix timestamps or MySQL datetimes."""
+    if not value:
+        return None
+    if value.isdigit():
+        return int(value)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp())
+
+
 def _scaled(width: int, height: int, longest: int) -> tuple[int, int]:
+    if not longest:
+        return width, height
     scale = longest / max(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
 
