@@ -4,13 +4,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.yaml
 
-.PHONY: run resume status export test lint bench clean
+.PHONY: demo run resume status export test bench clean
 
 $(BIN)/harvester: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
+
+demo: $(BIN)/harvester  ## the whole pipeline offline, against the built-in Flickr stand-in
+	$(BIN)/harvester demo -o demo
 
 run: $(BIN)/harvester  ## harvest config.yaml from Flickr (needs API_KEY and API_SECRET)
 	$(BIN)/harvester run -c $(CONFIG)
@@ -32,4 +35,4 @@ bench: $(BIN)/harvester
 	$(BIN)/python bench/harvest_speed.py
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) outputs demo .pytest_cache .ruff_cache *.egg-info

@@ -27,6 +27,7 @@ from rich.table import Table
 
 from harvester import db as queries
 from harvester.config import Config, ConfigError, load_config
+from harvester.demo import run_demo
 from harvester.flickr import FlickrFailure
 from harvester.pipeline import (
     Credentials,
@@ -70,7 +71,7 @@ def _global_options(
     ] = False,
 ) -> None:
     handler: logging.Handler = (
-        RichHandler(console=err, show_path=False) if err.is_terminal else logging.StreamHandler()
+        RichHandler(console=err, show_path=False) if err.is_terminal else _StderrHandler()
     )
     if not err.is_terminal:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
@@ -78,6 +79,18 @@ def _global_options(
                         force=True)
     # flickrapi logs every non-200 answer as an error; harvester reports what matters itself.
     logging.getLogger("flickrapi").setLevel(logging.INFO if verbose else logging.CRITICAL)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Logs to whatever sys.stderr is at the time of the record, not at start-up."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
 
 
 @app.command()
@@ -130,6 +143,21 @@ def export_command(config: ConfigPath = Path("config.yaml")) -> None:
     written = _guard(lambda: export_only(settings), config)
     for path in written:
         out.print(f"wrote {path}")
+
+
+@app.command()
+def demo(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder for the demo dataset and its config.")
+    ] = Path("demo"),
+) -> None:
+    """Build a small dataset offline, against the built-in Flickr stand-in: no keys needed."""
+    with _progress_sink() as sink:
+        outcome = _guard(lambda: run_demo(output, sink), output / "config.yaml")
+    _report(outcome)
+    out.print(f"Look inside: sqlite3 {outcome.output_dir / 'harvest.db'} "
+              "'select * from progress'")
+    out.print(f"Or: harvester status -c {output / 'config.yaml'}")
 
 
 def status_report(config: Config) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import sqlite3
 import subprocess
@@ -68,17 +69,35 @@ def count(db: Path, where: str) -> int:
         return 0
 
 
-# When to kill, per stage: a condition on the API calls this process made and the output folder.
-MOMENTS: dict[str, Callable[[int, Path], bool]] = {
-    "search": lambda calls, out: calls >= 2,
-    "download": lambda calls, out: count(out / "harvest.db", "state = 'downloaded'") >= 30,
-    "resize": lambda calls, out: count(out / "harvest.db", "state = 'resized'") >= 10,
-    "assign": lambda calls, out: count(out / "harvest.db", "state = 'assigned'") >= 1,
-    "export": lambda calls, out: (out / "train_test_split.json").exists(),
-}
+KILL_SEED = 20261124
 
 
-def test_sigkill_in_every_stage_then_resume_gives_the_uninterrupted_dataset(stand_in, tmp_path):
+def kill_plan(seed: int) -> list[tuple[str, int, Callable[[int, Path], bool]]]:
+    """Seeded random kill moments spread over every stage, in the order the stages run.
+
+    Each is (stage, threshold, reached), `reached` a condition on the API calls the
+    current process made and on the output folder.
+    """
+    rng = random.Random(seed)
+    downloads = sorted(rng.sample(range(5, 95), 2))
+    resizes = sorted(rng.sample(range(5, 90), 2))
+    search_calls = rng.randint(1, 3)
+    return [
+        ("search", search_calls, lambda calls, out: calls >= search_calls),
+        *[("download", n, _rows_at_least("source_path IS NOT NULL", n)) for n in downloads],
+        *[("resize", n, _rows_at_least("state = 'resized'", n)) for n in resizes],
+        ("assign", 1, _rows_at_least("state = 'assigned'", 1)),
+        ("export", 1, lambda calls, out: (out / "train_test_split.json").exists()),
+    ]
+
+
+def _rows_at_least(where: str, n: int) -> Callable[[int, Path], bool]:
+    return lambda calls, out: count(out / "harvest.db", where) >= n
+
+
+def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_dataset(
+    stand_in, tmp_path
+):
     reference = config_in(tmp_path / "reference")
     finished = harvester("run", reference, stand_in)
     assert finished.wait(timeout=120) == 0, finished.stderr.read()
@@ -88,28 +107,27 @@ def test_sigkill_in_every_stage_then_resume_gives_the_uninterrupted_dataset(stan
     out = config.parent / "outputs"
     requests_before = stand_in.image_requests.copy()
     landed = []
-    for stage, reached in MOMENTS.items():
+    for stage, threshold, reached in kill_plan(KILL_SEED):
         calls_before = stand_in.api_calls.total()
-        process = harvester("run" if stage == "search" else "resume", config, stand_in)
+        process = harvester("resume" if out.exists() else "run", config, stand_in)
         deadline = time.monotonic() + 60
         while not reached(stand_in.api_calls.total() - calls_before, out) and (
             process.poll() is None
         ):
-            assert time.monotonic() < deadline, f"never reached {stage}"
+            assert time.monotonic() < deadline, f"never reached {stage} {threshold}"
             time.sleep(0.002)
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
-            landed.append(stage)
+            landed.append(f"{stage}@{threshold}")
         process.wait(timeout=30)
     resumed = harvester("resume", config, stand_in)
     assert resumed.wait(timeout=120) == 0, resumed.stderr.read()
 
     assert dataset(out) == expected
-    assert len(landed) >= 4, f"kills landed only in {landed}"
-    print(f"SIGKILL landed in: {', '.join(landed)}")
+    print(f"SIGKILL landed at: {', '.join(landed)}")
+    assert len(landed) >= 6, f"kills landed only at {landed}"
     served = stand_in.image_requests - requests_before
-    photos = len(json.loads(expected["train_test_split.json"])["train"]) + len(
-        json.loads(expected["train_test_split.json"])["test"])
+    photos = sum(len(paths) for paths in json.loads(expected["train_test_split.json"]).values())
     # Each photo fetched once, but for those in flight when a kill landed.
     assert max(served.values()) <= 2
     assert served.total() <= photos + len(landed) * WORKERS * 4
@@ -117,15 +135,19 @@ def test_sigkill_in_every_stage_then_resume_gives_the_uninterrupted_dataset(stan
         assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-def test_sigint_stops_cleanly_with_exit_130_and_the_resume_line(stand_in, tmp_path):
-    config = config_in(tmp_path)
-    process = harvester("run", config, stand_in)
-    deadline = time.monotonic() + 60
-    while count(config.parent / "outputs" / "harvest.db", "state = 'downloaded'") < 5:
-        assert time.monotonic() < deadline and process.poll() is None
-        time.sleep(0.005)
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=60) == 130
+def test_sigint_stops_cleanly_with_exit_130_and_the_resume_line(tmp_path):
+    universe = Universe(seed=11, photos_per_tag={"cat": 300, "dog": 200})
+    # Downloads slow enough (about 5 s in all) that the run is surely still going at the signal.
+    with StandIn(universe, image_delay=0.2) as slow:
+        config = config_in(tmp_path)
+        process = harvester("run", config, slow)
+        deadline = time.monotonic() + 60
+        while count(config.parent / "outputs" / "harvest.db", "source_path IS NOT NULL") < 1:
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.005)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 130
     stderr = process.stderr.read()
     assert "interrupted." in stderr and f"harvester resume -c {config}" in stderr
     assert "Traceback" not in stderr
+

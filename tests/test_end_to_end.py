@@ -1,0 +1,79 @@
+"""Whole harvests over real sockets against the stand-in: the demo, and Flickr at its worst."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from harvester.cli import app
+from harvester.config import load_config
+from harvester.db import open_database
+from harvester.pipeline import Credentials, harvest
+from harvester.standin import Faults, StandIn, Universe, placeholder
+from tests.conftest import write_config
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_demo_builds_a_dataset_offline_and_says_where(tmp_path: Path):
+    folder = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "-o", str(folder)], env={})
+    assert result.exit_code == 0, result.output
+    assert f"Dataset ready in {folder}: 900 photos (sunset 300, forest 300, ocean 300)" in (
+        result.stdout)
+    assert f"sqlite3 {folder / 'harvest.db'} 'select * from progress'" in result.stdout
+    split = json.loads((folder / "train_test_split.json").read_text())
+    assert (len(split["train"]), len(split["test"])) == (810, 90)
+    assert (folder / "dataset.tgz").exists()
+
+    status = CliRunner().invoke(app, ["status", "-c", str(folder / "config.yaml"), "--json"])
+    assert json.loads(status.stdout)["classes"]["ocean"]["in_dataset"] == 300
+
+    again = CliRunner().invoke(app, ["demo", "-o", str(folder)], env={})
+    assert again.exit_code == 0 and "Flickr API calls this run: 0" in again.stdout
+
+
+def test_a_harvest_through_every_fault_still_reaches_exact_counts(tmp_path: Path):
+    universe = Universe(seed=4, photos_per_tag={"cat": 400, "dog": 400}, api_key="right-key")
+    faults = Faults(api_error_rate=0.3, image_fault_rate=0.2, seed=9)
+    config = write_config(
+        tmp_path, classes=[{"name": "cat", "count": 80}, {"name": "dog", "count": 60}],
+        flickr={"per_page": 10, "retry_backoff": 0, "retries": 8},
+    )
+    with StandIn(universe, faults=faults) as stand_in:
+        outcome = harvest(load_config(config),
+                          Credentials("right-key", "secret", stand_in.rest_url))
+        served = stand_in.faults_served
+    assert outcome.in_dataset == {"cat": 80, "dog": 60}
+    # Every kind of fault was met on the way.
+    assert {"api 105", "api 201", "api http500", "api http429", "image 404",
+            "image unavailable", "image truncated", "image not_image"} <= set(served)
+
+    out = tmp_path / "outputs"
+    db = open_database(out / "harvest.db")
+    reasons = dict(db.execute(
+        "SELECT reason, count(*) FROM photos WHERE state IN ('failed', 'rejected') "
+        "GROUP BY reason").fetchall())
+    assert set(reasons) == {"http_404", "unavailable", "corrupt"}
+    # Nothing broken made it in: no placeholder, every image whole.
+    split = json.loads((out / "train_test_split.json").read_text())
+    placeholder_hash = hashlib.sha256(placeholder()).hexdigest()
+    sources = {row["sha256"] for row in db.query(
+        "SELECT sha256 FROM photos WHERE state = 'assigned'")}
+    assert placeholder_hash not in sources
+    assert len(split["train"]) + len(split["test"]) == 140
+
+
+def test_a_key_flickr_refuses_exits_1_with_what_to_fix(tmp_path: Path):
+    universe = Universe(seed=4, photos_per_tag={"cat": 100, "dog": 100}, api_key="right-key")
+    config = write_config(tmp_path)
+    with StandIn(universe) as stand_in:
+        result = CliRunner().invoke(app, ["run", "-c", str(config)], env={
+            "API_KEY": "wrong-key", "API_SECRET": "s", "FLICKR_API_URL": stand_in.rest_url})
+        assert stand_in.api_calls.total() == 1  # refused at once, not retried
+    assert result.exit_code == 1
+    assert "Invalid API Key" in result.stderr and "check API_KEY and API_SECRET" in result.stderr
