@@ -13,7 +13,7 @@ import hashlib
 from sqlite_utils import Database
 
 from harvester.config import Config, SplitSpec
-from harvester.search import class_exhausted
+from harvester.db import class_exhausted
 from harvester.states import Photo, State, dataset_window, move
 
 

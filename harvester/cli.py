@@ -28,9 +28,11 @@ from rich.table import Table
 from harvester import db as queries
 from harvester.config import Config, ConfigError, load_config
 from harvester.demo import run_demo
+from harvester.download import ImageHostFailing
 from harvester.flickr import FlickrFailure
 from harvester.pipeline import (
     Credentials,
+    HarvestBusy,
     MissingCredentials,
     NoHarvest,
     Outcome,
@@ -225,9 +227,9 @@ def _guard(work: Callable[[], T], config_path: Path) -> T:
         return work()
     except ConfigError as error:
         _fail(EXIT_USAGE, f"config error: {error}")
-    except NoHarvest as error:
+    except (NoHarvest, HarvestBusy) as error:
         _fail(EXIT_USAGE, str(error))
-    except FlickrFailure as error:
+    except (FlickrFailure, ImageHostFailing) as error:
         _fail(EXIT_STOPPED, f"stopped: {error}\n{resume_hint}")
     except OSError as error:
         _fail(EXIT_STOPPED, f"stopped: {error}\n{resume_hint}")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +25,13 @@ FLICKR_SORTS = (
 )
 # A class name becomes a folder name and a label: keep it to one safe path segment.
 CLASS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Names the output folder already uses for its own files.
+RESERVED_NAMES = frozenset({
+    "harvest.db", "harvest.db-wal", "harvest.db-shm", "harvest.lock", "train_test_split.json",
+    "urls_data.json", "summary.txt", "dataset.tgz", "config.yaml",
+})
+MAX_COUNT = 10_000_000
+MAX_SECONDS = 3600.0
 
 
 class ConfigError(Exception):
@@ -52,7 +61,8 @@ class SplitSpec:
         if self.type == "absolute":
             wanted = int(self.test_size)
         else:
-            wanted = int(self.test_size * class_size)
+            # Exact decimal arithmetic: 29% of 100 photos is 29, never 28.999... -> 28.
+            wanted = math.floor(Fraction(str(self.test_size)) * class_size)
         return max(0, min(wanted, class_size - 1))
 
 
@@ -80,6 +90,7 @@ class DownloadSpec:
     timeout: float = 30.0
     retries: int = 3
     retry_backoff: float = 0.5  # seconds; doubles with each retry
+    max_attempts: int = 3  # tries per photo, across runs, before timeouts and 5xx fail it
 
 
 @dataclass(frozen=True)
@@ -114,7 +125,8 @@ class Config:
             "flickr": {
                 key: value
                 for key, value in dataclasses.asdict(self.flickr).items()
-                if key in ("licenses", "sort", "safe_search", "content_type")
+                # per_page too: the search cursor counts pages of this size.
+                if key in ("licenses", "sort", "safe_search", "content_type", "per_page")
             },
         }
 
@@ -184,9 +196,12 @@ def _classes(raw: Any) -> tuple[ClassSpec, ...]:
                 f"{name!r} is not a safe folder name: use letters, digits, '_', '-', '.' "
                 "and start with a letter or digit",
             )
-        if any(spec.name == name for spec in specs):
+        if name.lower() in RESERVED_NAMES:
+            raise ConfigError(f"{key}.name", f"{name!r} is the name of a harvester file")
+        # Case-insensitive file systems (macOS, Windows) would merge Cat/ and cat/.
+        if any(spec.name.lower() == name.lower() for spec in specs):
             raise ConfigError(f"{key}.name", f"duplicate class name {name!r}")
-        count = _integer(entry["count"], f"{key}.count", minimum=1)
+        count = _integer(entry["count"], f"{key}.count", minimum=1, maximum=MAX_COUNT)
         tags = _tags(entry.get("tags", [name]), f"{key}.tags")
         specs.append(ClassSpec(name=name, count=count, tags=tags))
     return tuple(specs)
@@ -258,9 +273,10 @@ def _flickr(raw: Any) -> FlickrSpec:
         per_page=_integer(entry.get("per_page", defaults.per_page), f"{key}.per_page", 1, 500),
         retries=_integer(entry.get("retries", defaults.retries), f"{key}.retries", 0, 20),
         retry_backoff=_number(
-            entry.get("retry_backoff", defaults.retry_backoff), f"{key}.retry_backoff", 0
+            entry.get("retry_backoff", defaults.retry_backoff), f"{key}.retry_backoff", 0, 600
         ),
-        timeout=_number(entry.get("timeout", defaults.timeout), f"{key}.timeout", 0.1),
+        timeout=_number(entry.get("timeout", defaults.timeout), f"{key}.timeout", 0.1,
+                        MAX_SECONDS),
     )
 
 
@@ -286,10 +302,14 @@ def _download(raw: Any) -> DownloadSpec:
     _no_unknown_keys(entry, key, {field.name for field in dataclasses.fields(DownloadSpec)})
     return DownloadSpec(
         workers=_integer(entry.get("workers", defaults.workers), f"{key}.workers", 1, 64),
-        timeout=_number(entry.get("timeout", defaults.timeout), f"{key}.timeout", 0.1),
+        timeout=_number(entry.get("timeout", defaults.timeout), f"{key}.timeout", 0.1,
+                        MAX_SECONDS),
         retries=_integer(entry.get("retries", defaults.retries), f"{key}.retries", 0, 20),
         retry_backoff=_number(
-            entry.get("retry_backoff", defaults.retry_backoff), f"{key}.retry_backoff", 0
+            entry.get("retry_backoff", defaults.retry_backoff), f"{key}.retry_backoff", 0, 600
+        ),
+        max_attempts=_integer(
+            entry.get("max_attempts", defaults.max_attempts), f"{key}.max_attempts", 1, 100
         ),
     )
 
@@ -338,11 +358,15 @@ def _integer(raw: Any, key: str, minimum: int | None = None, maximum: int | None
     return raw
 
 
-def _number(raw: Any, key: str, minimum: float | None = None) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
+def _number(
+    raw: Any, key: str, minimum: float | None = None, maximum: float | None = None
+) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
         raise ConfigError(key, f"must be a number, not {_kind(raw)}")
     if minimum is not None and raw < minimum:
         raise ConfigError(key, f"must be at least {minimum}, not {raw}")
+    if maximum is not None and raw > maximum:
+        raise ConfigError(key, f"must be at most {maximum:g}, not {raw}")
     return float(raw)
 
 

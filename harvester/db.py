@@ -10,6 +10,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from harvester.config import ClassSpec
+
 SCHEMA = files("harvester").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
@@ -108,3 +110,14 @@ def count_api_call(db: Database, run_id: int, method: str, failed: bool) -> None
            DO UPDATE SET calls = calls + 1, errors = errors + excluded.errors""",
         [run_id, method, int(failed)],
     )
+
+
+def class_exhausted(db: Database, spec: ClassSpec) -> bool:
+    """Whether every query of the class has run out of pages."""
+    placeholders = ", ".join("?" for _ in spec.tags)
+    done = db.execute(
+        f"SELECT count(*) FROM search_cursors WHERE class = ? AND tags IN ({placeholders}) "
+        "AND exhausted",
+        [spec.name, *spec.tags],
+    ).fetchone()[0]
+    return done == len(spec.tags)

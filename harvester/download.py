@@ -1,9 +1,17 @@
-"""Stage: found -> downloaded. Fetches each dataset photo's source bytes once, concurrently."""
+"""Stage: found -> downloaded. Fetches each dataset photo's source bytes once, concurrently.
+
+A photo that is gone (404, a placeholder, unusable bytes) fails or is rejected at
+once and is replaced. Trouble that may pass (timeouts, refused connections, 5xx)
+only counts an attempt: the photo stays `found` and is tried again, until
+`download.max_attempts`. When downloads fail one after another with nothing
+getting through, the image host is down: the run stops, and resume continues it.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -18,7 +26,7 @@ from urllib3.util.retry import Retry
 from harvester.config import Config, DownloadSpec
 from harvester.files import replacing
 from harvester.progress import ProgressSink
-from harvester.states import Photo, State, dataset_window, move
+from harvester.states import Photo, State, move, pending, record_attempt
 from harvester.workers import batched_by_time, bounded_map
 
 SOURCES_DIR = ".sources"
@@ -26,8 +34,13 @@ MAX_SOURCE_BYTES = 50 * 1024 * 1024
 # Flickr answers for a deleted photo with a redirect to this placeholder, served with 200.
 PLACEHOLDER_MARK = "photo_unavailable"
 CHUNK = 64 * 1024
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 log = logging.getLogger(__name__)
+
+
+class ImageHostFailing(Exception):
+    """Downloads keep failing with nothing getting through: stop, and resume later."""
 
 
 @dataclass(frozen=True)
@@ -44,8 +57,9 @@ class DownloadFailed:
     photo_id: str
     reason: str
     detail: str
-    attempts: int
-    rejected: bool = False  # the photo is unusable, rather than unreachable
+    attempts: int  # including this one
+    transient: bool = False  # may work later: counts an attempt, the photo stays found
+    rejected: bool = False  # the bytes are unusable, rather than unreachable
 
 
 def make_session(spec: DownloadSpec) -> requests.Session:
@@ -53,59 +67,76 @@ def make_session(spec: DownloadSpec) -> requests.Session:
     retry = Retry(
         total=spec.retries,
         backoff_factor=spec.retry_backoff,
-        status_forcelist=(429, 500, 502, 503, 504),
+        status_forcelist=sorted(TRANSIENT_STATUSES),
         allowed_methods=("GET",),
         raise_on_status=False,
         respect_retry_after_header=True,
     )
     adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=spec.workers)
     session = requests.Session()
-    session.headers["User-Agent"] = "harvester (dataset builder; +https://github.com/)"
+    session.headers["User-Agent"] = "harvester (image-classification dataset builder)"
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
 
 
-def pending(db: Database, config: Config) -> list[Photo]:
-    """Photos in their class's dataset window that still need their bytes."""
-    return [
-        photo
-        for spec in config.classes
-        for photo in dataset_window(db, spec.name, spec.count)
-        if photo.state == State.FOUND
-    ]
-
-
 def run(
     db: Database, config: Config, sink: ProgressSink, session: requests.Session | None = None
 ) -> int:
-    """Download every pending photo; returns how many photos left the `found` state."""
-    todo = pending(db, config)
+    """Try every pending photo once; returns how many were tried."""
+    todo = pending(db, config.classes, State.FOUND)
     if not todo:
         return 0
     session = session or make_session(config.download)
     fetch = partial(fetch_source, session, config.output_dir, config.download)
+    # Enough failures in a row, with every worker's attempts among them, means the host is down.
+    breaker = _Breaker(limit=max(16, 2 * config.download.workers))
     sink.start("download", total=len(todo))
     with ThreadPoolExecutor(config.download.workers, thread_name_prefix="download") as pool:
         for batch in batched_by_time(bounded_map(pool, fetch, todo, config.download.workers * 4)):
-            record(db, batch)
+            record(db, batch, config.download.max_attempts)
             sink.advance("download", len(batch))
+            breaker.observe(batch)
     sink.finish("download")
     return len(todo)
 
 
-def record(db: Database, results: list[Downloaded | DownloadFailed]) -> None:
+def record(db: Database, results: list[Downloaded | DownloadFailed], max_attempts: int) -> None:
     with db.atomic():
         for result in results:
             if isinstance(result, Downloaded):
                 move(db, result.photo_id, State.FOUND, State.DOWNLOADED,
                      source_path=result.source_path, source_bytes=result.source_bytes,
                      sha256=result.sha256, attempts=result.attempts)
+                continue
+            log.info("photo %s: %s (%s)", result.photo_id, result.reason, result.detail)
+            if result.transient and result.attempts < max_attempts:
+                record_attempt(db, result.photo_id, State.FOUND, result.reason)
             else:
-                log.info("photo %s: %s (%s)", result.photo_id, result.reason, result.detail)
                 target = State.REJECTED if result.rejected else State.FAILED
                 move(db, result.photo_id, State.FOUND, target,
                      reason=result.reason, attempts=result.attempts)
+
+
+class _Breaker:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.failures_in_a_row = 0
+        self.last_failure: DownloadFailed | None = None
+
+    def observe(self, results: Iterable[Downloaded | DownloadFailed]) -> None:
+        for result in results:
+            if isinstance(result, DownloadFailed) and result.transient:
+                self.failures_in_a_row += 1
+                self.last_failure = result
+            else:
+                self.failures_in_a_row = 0
+        if self.failures_in_a_row >= self.limit and self.last_failure:
+            raise ImageHostFailing(
+                f"{self.failures_in_a_row} image downloads in a row failed (last: "
+                f"{self.last_failure.reason}: {self.last_failure.detail}); "
+                "the image host looks unreachable"
+            )
 
 
 def source_path_for(photo: Photo) -> str:
@@ -121,22 +152,26 @@ def fetch_source(
     """Fetch one photo's bytes to its source file. Errors come back as data, except a full disk."""
     relative = source_path_for(photo)
     target = output_dir / relative
+    attempt = photo.attempts + 1
     if target.exists():
         # Written whole (by rename) by a run that died before recording it: no second fetch.
-        return _downloaded(photo.photo_id, relative, target.read_bytes(), attempts=0)
+        data = target.read_bytes()
+        return Downloaded(photo.photo_id, relative, len(data), hashlib.sha256(data).hexdigest(),
+                          attempt)
+
+    def failed(reason: str, detail: str, **kind: bool) -> DownloadFailed:
+        return DownloadFailed(photo.photo_id, reason, detail, attempt, **kind)
+
     try:
         with session.get(photo.url, timeout=spec.timeout, stream=True) as response:
-            attempts = _attempts(response)
             if response.status_code != 200:
-                return DownloadFailed(photo.photo_id, f"http_{response.status_code}",
-                                      response.reason or "", attempts)
+                status = response.status_code
+                return failed(f"http_{status}", response.reason or "",
+                              transient=status in TRANSIENT_STATUSES)
             if PLACEHOLDER_MARK in urlparse(response.url).path:
-                return DownloadFailed(photo.photo_id, "unavailable", response.url, attempts,
-                                      rejected=True)
-            declared = int(response.headers.get("Content-Length") or 0)
-            if declared > MAX_SOURCE_BYTES:
-                return DownloadFailed(photo.photo_id, "too_large", f"{declared} bytes", attempts,
-                                      rejected=True)
+                return failed("unavailable", response.url, rejected=True)
+            if _declared_length(response) > MAX_SOURCE_BYTES:
+                return failed("too_large", f"{_declared_length(response)} bytes", rejected=True)
             digest, size = hashlib.sha256(), 0
             with replacing(target) as handle:
                 for chunk in response.iter_content(CHUNK):
@@ -146,25 +181,23 @@ def fetch_source(
                     digest.update(chunk)
                     handle.write(chunk)
     except _TooLarge:
-        return DownloadFailed(photo.photo_id, "too_large", f"over {MAX_SOURCE_BYTES} bytes",
-                              attempts, rejected=True)
+        return failed("too_large", f"over {MAX_SOURCE_BYTES} bytes", rejected=True)
     except requests.Timeout as error:
-        return DownloadFailed(photo.photo_id, "timeout", str(error), spec.retries + 1)
+        return failed("timeout", str(error), transient=True)
     except requests.ConnectionError as error:
-        return DownloadFailed(photo.photo_id, "connection_error", str(error), spec.retries + 1)
+        return failed("connection_error", str(error), transient=True)
     except requests.RequestException as error:
-        return DownloadFailed(photo.photo_id, "download_error", str(error), spec.retries + 1)
-    return Downloaded(photo.photo_id, relative, size, digest.hexdigest(), attempts)
+        # Redirect loops, invalid URLs, broken chunked encoding: this photo's answer is bad.
+        return failed("bad_response", f"{type(error).__name__}: {error}")
+    return Downloaded(photo.photo_id, relative, size, digest.hexdigest(), attempt)
 
 
 class _TooLarge(Exception):
     pass
 
 
-def _downloaded(photo_id: str, relative: str, data: bytes, attempts: int) -> Downloaded:
-    return Downloaded(photo_id, relative, len(data), hashlib.sha256(data).hexdigest(), attempts)
-
-
-def _attempts(response: requests.Response) -> int:
-    retries = getattr(response.raw, "retries", None)
-    return 1 + len(retries.history) if retries is not None else 1
+def _declared_length(response: requests.Response) -> int:
+    try:
+        return int(response.headers.get("Content-Length") or 0)
+    except ValueError:
+        return 0  # a garbled header: the streamed size is checked anyway

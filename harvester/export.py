@@ -73,7 +73,11 @@ def summary_text(db: Database, config: Config) -> str:
     lines = ["harvester summary", "", line(header), *(line(row) for row in rows), ""]
     short = [(row[0], row[5], row[8]) for row in rows[:-1] if row[9]]
     for name, have, wanted in short:
-        lines.append(f"shortfall: {name} has {have} of {wanted} photos: Flickr had no more.")
+        if queries.class_exhausted(db, config.class_spec(name)):
+            lines.append(f"shortfall: {name} has {have} of {wanted} photos: Flickr had no more.")
+        else:
+            lines.append(f"not finished: {name} has {have} of {wanted} photos; "
+                         "`harvester resume` continues the harvest.")
     if short:
         lines.append("")
     lines.append("Failed and rejected photos, by reason:")

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+# NamedTemporaryFile creates files readable by their owner alone; dataset files should get
+# the permissions any new file would (read once: os.umask can only be read by setting it).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
 
 
 @contextmanager
@@ -24,6 +31,7 @@ def replacing(path: Path) -> Iterator[BinaryIO]:
         with handle:
             yield handle
             handle.flush()
+            os.fchmod(handle.fileno(), FILE_MODE)
             os.fsync(handle.fileno())
         os.replace(handle.name, path)
     except BaseException:
@@ -34,3 +42,16 @@ def replacing(path: Path) -> Iterator[BinaryIO]:
 def write_atomically(path: Path, data: bytes) -> None:
     with replacing(path) as handle:
         handle.write(data)
+
+
+@contextmanager
+def exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_path` while the block runs.
+
+    Raises BlockingIOError at once if another process holds it. The operating system
+    releases the lock when its holder dies, so a killed run never leaves it stuck.
+    """
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield

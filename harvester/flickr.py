@@ -72,8 +72,8 @@ class FoundPhoto:
 
 @dataclass(frozen=True)
 class SearchPage:
-    page: int
-    pages: int
+    page: int | None  # None when Flickr did not say
+    pages: int | None
     total: int
     photos: list[FoundPhoto]
     malformed: int  # records without a usable id, skipped
@@ -120,9 +120,14 @@ class FlickrClient:
             try:
                 body = self._api.do_flickr_call(method, **params)
                 result = parse(body)
-            except Exception:
+            except (flickrapi.FlickrError, requests.RequestException, MalformedResponse):
                 self._on_call(method, True)
                 raise
+            except (KeyError, TypeError, AttributeError, ValueError) as error:
+                # An answer of a shape neither flickrapi nor we expect: retried like garbage.
+                self._on_call(method, True)
+                raise MalformedResponse(f"unexpected answer ({type(error).__name__}: {error})"
+                                        ) from error
             self._on_call(method, False)
             return result
 
@@ -188,8 +193,8 @@ def parse_search_page(body: Mapping[str, Any], longest_side: int) -> SearchPage:
     found = [parse_photo(record, longest_side) for record in records]
     usable = [photo for photo in found if photo is not None]
     return SearchPage(
-        page=_int(photos.get("page")) or 0,
-        pages=_int(photos.get("pages")) or 0,
+        page=_int(photos.get("page")),
+        pages=_int(photos.get("pages")),
         total=_int(photos.get("total")) or 0,
         photos=usable,
         malformed=len(found) - len(usable),
@@ -200,7 +205,10 @@ def parse_photo(record: Any, longest_side: int) -> FoundPhoto | None:
     if not isinstance(record, Mapping):
         return None
     photo_id = record.get("id")
-    if isinstance(photo_id, bool) or not isinstance(photo_id, str | int) or not str(photo_id):
+    # Flickr ids are digits; anything else is not a photo we can name a file after.
+    if isinstance(photo_id, bool) or not isinstance(photo_id, str | int):
+        return None
+    if not str(photo_id).isascii() or not str(photo_id).isdigit():
         return None
     rendition = pick_rendition(record, longest_side)
     url, width, height = rendition if rendition else (None, None, None)

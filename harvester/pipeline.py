@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,12 +14,19 @@ from sqlite_utils import Database
 from harvester import assign, download, export, resize, search
 from harvester import db as queries
 from harvester.config import Config, ConfigError
+from harvester.files import exclusive
 from harvester.flickr import DEFAULT_REST_URL, FlickrClient
 from harvester.progress import ProgressSink, Silent
+
+LOCK_FILE = "harvest.lock"
 
 
 class NoHarvest(Exception):
     """There is no harvest database where the config says it would be."""
+
+
+class HarvestBusy(Exception):
+    """Another harvester process is working on this output folder."""
 
 
 class MissingCredentials(Exception):
@@ -76,6 +84,17 @@ def harvest(
             f"no harvest to resume in {config.output_dir}: start one with `harvester run`"
         )
     sink = sink or Silent()
+    with only_run(config):
+        return _harvest(config, credentials, command, sink, session)
+
+
+def _harvest(
+    config: Config,
+    credentials: Credentials,
+    command: str,
+    sink: ProgressSink,
+    session: requests.Session | None,
+) -> Outcome:
     db = queries.open_database(config.database_path)
     try:
         check_same_harvest(db, config)
@@ -124,11 +143,25 @@ def export_only(config: Config) -> list[Path]:
     """Rebuild every artifact from the database alone."""
     if not config.database_path.exists():
         raise NoHarvest(f"no harvest in {config.output_dir}: start one with `harvester run`")
-    db = queries.open_database(config.database_path)
+    with only_run(config):
+        db = queries.open_database(config.database_path)
+        try:
+            return export.run(db, config)
+        finally:
+            db.close()
+
+
+@contextmanager
+def only_run(config: Config) -> Iterator[None]:
+    """One harvester at a time per output folder: two would fetch everything twice."""
     try:
-        return export.run(db, config)
-    finally:
-        db.close()
+        with exclusive(config.output_dir / LOCK_FILE):
+            yield
+    except BlockingIOError:
+        raise HarvestBusy(
+            f"another harvester is already working on {config.output_dir}; "
+            "wait for it to finish, or stop it and run `harvester resume`"
+        ) from None
 
 
 def check_same_harvest(db: Database, config: Config) -> None:

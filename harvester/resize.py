@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from harvester.config import Config, ImageSpec
 from harvester.files import write_atomically
 from harvester.images import Normalised, normalise
 from harvester.progress import ProgressSink
-from harvester.states import Photo, State, dataset_window, move
+from harvester.states import Photo, State, move, pending
 from harvester.workers import batched_by_time, bounded_map
 
 log = logging.getLogger(__name__)
@@ -40,24 +41,16 @@ def dataset_path(photo: Photo) -> str:
     return f"{photo.class_}/{photo.photo_id}.jpg"
 
 
-def pending(db: Database, config: Config) -> list[Photo]:
-    return [
-        photo
-        for spec in config.classes
-        for photo in dataset_window(db, spec.name, spec.count)
-        if photo.state == State.DOWNLOADED
-    ]
-
-
 def run(db: Database, config: Config, sink: ProgressSink) -> int:
     """Resize every pending photo; returns how many photos left the `downloaded` state."""
-    todo = pending(db, config)
+    todo = pending(db, config.classes, State.DOWNLOADED)
     if not todo:
         return 0
     workers = config.resize.workers or os.cpu_count() or 1
     work = partial(resize_one, config.output_dir, config.image)
     sink.start("resize", total=len(todo))
-    with ProcessPoolExecutor(workers) as pool:
+    # forkserver, not fork: workers inherit no open files (the run's lock) and no threads.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
         for batch in batched_by_time(bounded_map(pool, work, todo, workers * 4)):
             record(db, batch)
             sink.advance("resize", len(batch))

@@ -14,7 +14,7 @@ from sqlite_utils import Database
 from harvester.config import ClassSpec, Config
 from harvester.flickr import FlickrClient, SearchPage
 from harvester.progress import ProgressSink
-from harvester.states import LIVE_STATES, record_found
+from harvester.states import live_count, record_found
 
 # Flickr serves only the first 4,000 results of a query; later pages repeat earlier ones.
 FLICKR_RESULT_CAP = 4000
@@ -43,14 +43,6 @@ def fill(db: Database, client: FlickrClient, config: Config, sink: ProgressSink)
         sink.finish(stage)
 
 
-def live_count(db: Database, class_name: str) -> int:
-    placeholders = ", ".join("?" for _ in LIVE_STATES)
-    return db.execute(
-        f"SELECT count(*) FROM photos WHERE class = ? AND state IN ({placeholders})",
-        [class_name, *map(str, LIVE_STATES)],
-    ).fetchone()[0]
-
-
 def next_open_query(db: Database, spec: ClassSpec) -> str | None:
     """The first of the class's queries (one per tag, in config order) with pages left."""
     for tags in spec.tags:
@@ -65,17 +57,6 @@ def next_open_query(db: Database, spec: ClassSpec) -> str | None:
     return None
 
 
-def class_exhausted(db: Database, spec: ClassSpec) -> bool:
-    """Whether every query of the class has run out of pages."""
-    placeholders = ", ".join("?" for _ in spec.tags)
-    done = db.execute(
-        f"SELECT count(*) FROM search_cursors WHERE class = ? AND tags IN ({placeholders}) "
-        "AND exhausted",
-        [spec.name, *spec.tags],
-    ).fetchone()[0]
-    return done == len(spec.tags)
-
-
 def next_page(db: Database, class_name: str, tags: str) -> int:
     return db.execute(
         "SELECT next_page FROM search_cursors WHERE class = ? AND tags = ?", [class_name, tags]
@@ -87,9 +68,10 @@ def record_page(
 ) -> int:
     """Record a page's photos and move the cursor past it, atomically. Returns photos new."""
     reached_cap = page_number * per_page >= FLICKR_RESULT_CAP
-    exhausted = (
-        not page.photos and not page.malformed
-    ) or page_number >= page.pages or page.page < page_number or reached_cap
+    last_page = page.pages is not None and page_number >= page.pages
+    # Asked past the end, Flickr answers with its last page again.
+    went_back = page.page is not None and page.page < page_number
+    exhausted = (not page.photos and not page.malformed) or last_page or went_back or reached_cap
     if page.malformed:
         log.warning("%s page %d: skipped %d malformed photo records", tags, page_number,
                     page.malformed)

@@ -13,6 +13,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from harvester.config import ClassSpec
+
 
 class State(StrEnum):
     FOUND = "found"
@@ -78,11 +80,12 @@ class Photo:
 
 
 def record_found(db: Database, photos: Iterable[Mapping[str, Any]]) -> int:
-    """Insert newly found photos; a photo id already known (any class) is ignored.
+    """Insert newly found photos. Returns how many were new.
 
-    A photo with no `url` (no usable size) is recorded as rejected with its
-    `reason`, so it is never searched for again and is replaced like any other.
-    Returns how many photos were new.
+    A photo id already known is not recorded twice. If another class found it, the
+    photo is a labelling hazard and leaves the dataset as rejected `ambiguous`: so
+    which class a photo counts for never depends on which search found it first.
+    A photo with no `url` (no usable size) is recorded as rejected with its `reason`.
     """
     inserted = 0
     for photo in photos:
@@ -96,8 +99,21 @@ def record_found(db: Database, photos: Iterable[Mapping[str, Any]]) -> int:
             f"INSERT OR IGNORE INTO photos ({columns}) VALUES ({placeholders})",
             list(row.values()),
         )
-        inserted += cursor.rowcount
+        if cursor.rowcount:
+            inserted += 1
+        else:
+            _reject_if_ambiguous(db, photo["photo_id"], photo["class_"])
     return inserted
+
+
+def _reject_if_ambiguous(db: Database, photo_id: str, class_name: str) -> None:
+    known_class, known_state = db.execute(
+        "SELECT class, state FROM photos WHERE photo_id = ?", [photo_id]
+    ).fetchone()
+    state = State(known_state)
+    # An assigned photo stays: classes are split only after every search has finished.
+    if known_class != class_name and state in (State.FOUND, State.DOWNLOADED, State.RESIZED):
+        move(db, photo_id, state, State.REJECTED, reason="ambiguous")
 
 
 def move(db: Database, photo_id: str, source: State, target: State, **changes: Any) -> bool:
@@ -119,14 +135,34 @@ def move(db: Database, photo_id: str, source: State, target: State, **changes: A
     return cursor.rowcount == 1
 
 
-def photos_in(db: Database, class_name: str, state: State, limit: int | None = None) -> list[Photo]:
-    """A class's photos in `state`, in search order."""
-    sql = "SELECT * FROM photos WHERE class = ? AND state = ? ORDER BY found_order"
-    params: list[Any] = [class_name, str(state)]
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(limit)
-    return [Photo.from_row(row) for row in db.query(sql, params)]
+def record_attempt(db: Database, photo_id: str, state: State, reason: str) -> bool:
+    """Count a failed try at a photo's next step, leaving it in `state` to try again."""
+    cursor = db.execute(
+        "UPDATE photos SET attempts = attempts + 1, reason = ?, "
+        "updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE photo_id = ? AND state = ?",
+        [reason, photo_id, str(state)],
+    )
+    return cursor.rowcount == 1
+
+
+LIVE = ", ".join(f"'{state}'" for state in LIVE_STATES)
+
+
+def live_count(db: Database, class_name: str) -> int:
+    """A class's photos that are not failed or rejected."""
+    return db.execute(
+        f"SELECT count(*) FROM photos WHERE class = ? AND state IN ({LIVE})", [class_name]
+    ).fetchone()[0]
+
+
+def pending(db: Database, classes: Iterable[ClassSpec], state: State) -> list[Photo]:
+    """The photos in `state` within their class's dataset window: a stage's work."""
+    return [
+        photo
+        for spec in classes
+        for photo in dataset_window(db, spec.name, spec.count)
+        if photo.state == state
+    ]
 
 
 def dataset_window(db: Database, class_name: str, count: int) -> list[Photo]:
@@ -136,12 +172,11 @@ def dataset_window(db: Database, class_name: str, count: int) -> list[Photo]:
     photos: that is how a lost photo is replaced, and why the dataset is the same
     whatever order the work was done in.
     """
-    placeholders = ", ".join("?" for _ in LIVE_STATES)
     return [
         Photo.from_row(row)
         for row in db.query(
-            f"SELECT * FROM photos WHERE class = ? AND state IN ({placeholders}) "
+            f"SELECT * FROM photos WHERE class = ? AND state IN ({LIVE}) "
             "ORDER BY found_order LIMIT ?",
-            [class_name, *map(str, LIVE_STATES), count],
+            [class_name, count],
         )
     ]

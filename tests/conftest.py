@@ -112,6 +112,15 @@ class MockFlickr:
         return 200, {"Content-Type": "image/jpeg"}, data
 
 
+def dataset(output_dir: Path) -> dict[str, bytes]:
+    """What a user gets: the split file and every image in it, byte for byte."""
+    files = {"train_test_split.json": (output_dir / "train_test_split.json").read_bytes()}
+    split = json.loads(files["train_test_split.json"])
+    for path in split["train"] + split["test"]:
+        files[path] = (output_dir / path).read_bytes()
+    return files
+
+
 @pytest.fixture
 def universe() -> Universe:
     return Universe(seed=7, photos_per_tag={"cat": 400, "dog": 60, "puppy": 40})

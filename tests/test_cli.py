@@ -131,3 +131,22 @@ def test_every_command_and_option_has_help(cli):
         result = cli(command, "--help")
         assert result.exit_code == 0 and "--config" in result.stdout
     assert "--json" in cli("status", "--help").stdout
+
+
+def test_an_unreachable_image_host_exits_1_and_tells_how_to_continue(
+    cli, config_path, flickr, universe
+):
+    for photo_id in universe.photo_ids("cat") + universe.photo_ids("dog"):
+        flickr.image_faults[photo_id] = (503, b"down")
+    result = cli("run", "-c", str(config_path))
+    assert result.exit_code == 1
+    assert "image downloads in a row failed" in result.stderr
+    assert "harvester resume" in result.stderr and "Traceback" not in result.output
+
+
+def test_a_second_run_on_a_busy_folder_exits_2(cli, config_path, flickr):
+    from harvester.files import exclusive
+
+    with exclusive(config_path.parent / "outputs" / "harvest.lock"):
+        result = cli("run", "-c", str(config_path))
+    assert result.exit_code == 2 and "another harvester is already working" in result.stderr

@@ -43,6 +43,17 @@ def test_output_dir_is_relative_to_the_config_files_folder(tmp_path: Path) -> No
     assert config.output_dir == tmp_path / "sub" / "data" / "harvest"
 
 
+@pytest.mark.parametrize(("percent", "class_size", "test"), [
+    (29, 100, 29), (57, 100, 57), (0.29, 100, 29), (10, 59, 5), (33, 3, 0), (50, 3, 1),
+])
+def test_a_proportional_split_is_the_exact_floor(
+    tmp_path: Path, percent: float, class_size: int, test: int
+) -> None:
+    split = {"seed": 1, "type": "proportional", "test_size": percent}
+    config = load_config(write_config(tmp_path, train_test_split=split))
+    assert config.split.test_count(class_size) == test
+
+
 @pytest.mark.parametrize(("test_size", "fraction"), [(0.1, 0.1), (10, 0.1), (25, 0.25), (0, 0)])
 def test_proportional_test_size_is_a_fraction_or_a_percentage(
     tmp_path: Path, test_size: float, fraction: float
@@ -88,6 +99,16 @@ def test_proportional_test_size_is_a_fraction_or_a_percentage(
         ({"flickr": {"licenses": 4}}, "flickr.licenses", "list of Flickr license ids"),
         ({"flickr": {"per_page": 1000}}, "flickr.per_page", "at most 500"),
         ({"download": {"workers": 0}}, "download.workers", "at least 1"),
+        ({"download": {"timeout": float("nan")}}, "download.timeout", "must be a number"),
+        ({"flickr": {"timeout": float("inf")}}, "flickr.timeout", "must be a number"),
+        ({"flickr": {"timeout": 86400}}, "flickr.timeout", "at most 3600"),
+        ({"classes": [{"name": "cat", "count": 10**20}]}, "classes[0].count", "at most"),
+        ({"classes": [{"name": "harvest.db", "count": 5}]}, "classes[0].name",
+         "name of a harvester file"),
+        ({"classes": [{"name": "Summary.txt", "count": 5}]}, "classes[0].name",
+         "name of a harvester file"),
+        ({"classes": [{"name": "cat", "count": 5}, {"name": "Cat", "count": 5}]},
+         "classes[1].name", "duplicate class name"),
     ],
 )
 def test_a_bad_config_names_the_key_and_the_reason(

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from harvester.standin import StandIn, Universe
-from tests.conftest import write_config
+from tests.conftest import dataset, write_config
 
 pytestmark = pytest.mark.slow
 CLASSES = [{"name": "cat", "count": 60}, {"name": "dog", "count": 40}]
@@ -49,14 +49,6 @@ def harvester(command: str, config: Path, server: StandIn) -> subprocess.Popen:
         [sys.executable, "-m", "harvester", command, "-c", str(config)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-
-
-def dataset(output_dir: Path) -> dict[str, bytes]:
-    files = {"train_test_split.json": (output_dir / "train_test_split.json").read_bytes()}
-    split = json.loads(files["train_test_split.json"])
-    for path in split["train"] + split["test"]:
-        files[path] = (output_dir / path).read_bytes()
-    return files
 
 
 def count(db: Path, where: str) -> int:

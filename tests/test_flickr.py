@@ -50,12 +50,21 @@ def test_the_smallest_rendition_reaching_the_longest_side_is_chosen():
 
 
 def test_malformed_photo_records_are_skipped_and_counted():
+    usable = {"url_s": "a.jpg", "width_s": 240, "height_s": 100}
     body = {"photos": {"page": "1", "pages": "1", "total": "3", "photo": [
-        {"id": "1", "url_s": "a.jpg", "width_s": 240, "height_s": 100},
-        {"title": "no id"}, "not a record"]}, "stat": "ok"}
+        {"id": "1", **usable}, {"id": 2, **usable}, {"title": "no id"}, "not a record",
+        # Ids become file names: anything but digits could escape the output folder.
+        {"id": "../../../escaped", **usable}, {"id": "12\x0034", **usable},
+        {"id": "", **usable}, {"id": True, **usable}, {"id": "١٢٣", **usable}]}, "stat": "ok"}
     page = parse_search_page(body, 240)
-    assert [photo.photo_id for photo in page.photos] == ["1"]
-    assert page.malformed == 2 and page.total == 3
+    assert [photo.photo_id for photo in page.photos] == ["1", "2"]
+    assert page.malformed == 7 and page.total == 3
+
+
+def test_a_page_that_does_not_say_how_many_pages_there_are_leaves_that_unknown():
+    body = {"photos": {"photo": [{"id": "1"}]}, "stat": "ok"}
+    page = parse_search_page(body, 240)
+    assert (page.page, page.pages, page.total) == (None, None, 0)
 
 
 @responses.activate
@@ -112,6 +121,17 @@ def test_a_wrong_endpoint_fails_at_once_and_names_flickr_api_url():
     with pytest.raises(FlickrRefused, match=r"HTTP 404 .* check FLICKR_API_URL"):
         client().search("sunset", 1, 240)
     assert len(responses.calls) == 1
+
+
+@pytest.mark.parametrize("body", [
+    '{"stat": "fail", "message": "no code"}', "[1, 2]", '"just a string"', "null",
+])
+@responses.activate
+def test_answers_of_unexpected_shapes_are_retried_then_reported(body):
+    responses.post(REST_URL, body=body)
+    with pytest.raises(FlickrUnavailable, match="failed 6 times"):
+        client().search("sunset", 1, 240)
+    assert len(responses.calls) == 6
 
 
 @responses.activate

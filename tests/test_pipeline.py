@@ -3,27 +3,23 @@
 import errno
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 
 import pytest
+import responses
 from PIL import Image
 
 from harvester import assign, export, resize
-from harvester.config import ConfigError
+from harvester.config import ConfigError, load_config
 from harvester.db import open_database
+from harvester.download import ImageHostFailing
+from harvester.files import FILE_MODE, exclusive
 from harvester.flickr import FlickrUnavailable
-from harvester.pipeline import NoHarvest, harvest
-from tests.conftest import CREDENTIALS
-
-
-def dataset(output_dir: Path) -> dict[str, bytes]:
-    """What a user gets: the split file and every image, byte for byte."""
-    files = {"train_test_split.json": (output_dir / "train_test_split.json").read_bytes()}
-    split = json.loads(files["train_test_split.json"])
-    for path in split["train"] + split["test"]:
-        files[path] = (output_dir / path).read_bytes()
-    return files
+from harvester.pipeline import HarvestBusy, NoHarvest, export_only, harvest
+from harvester.standin import Universe
+from tests.conftest import CREDENTIALS, MockFlickr, dataset, write_config
 
 
 def test_a_harvest_produces_every_artifact_with_exact_counts(make_config, flickr):
@@ -95,37 +91,6 @@ def test_when_flickr_has_too_few_photos_the_shortfall_is_reported(make_config, f
     split = json.loads((config.output_dir / "train_test_split.json").read_text())
     assert sum(path.startswith("dog/") for path in split["test"]) == 3
     assert "shortfall: dog has 60 of 100 photos" in (config.output_dir / "summary.txt").read_text()
-
-
-def test_photos_found_under_two_tags_or_classes_are_harvested_once(make_config, flickr):
-    config = make_config(classes=[
-        {"name": "cat", "count": 20},
-        {"name": "pets", "count": 30, "tags": ["dog", "cat"]},
-    ])
-    harvest(config, CREDENTIALS)
-    split = json.loads((config.output_dir / "train_test_split.json").read_text())
-    ids = [Path(path).stem for path in split["train"] + split["test"]]
-    assert len(ids) == len(set(ids)) == 50
-    assert max(flickr.image_requests.values()) == 1
-
-
-def test_an_interrupted_harvest_matches_an_uninterrupted_one(make_config, flickr, tmp_path):
-    config = make_config()
-    flickr.on_api_call = lambda params: (_ for _ in ()).throw(KeyboardInterrupt) if (
-        params.get("tags") == "dog") else None
-    with pytest.raises(KeyboardInterrupt):
-        harvest(config, CREDENTIALS)
-    flickr.on_api_call = None
-    harvest(config, CREDENTIALS, command="resume")
-    resumed = dataset(config.output_dir)
-
-    other = tmp_path / "other"
-    other.mkdir()
-    from harvester.config import load_config
-    from tests.conftest import write_config
-    fresh = load_config(write_config(other))
-    harvest(fresh, CREDENTIALS)
-    assert dataset(fresh.output_dir) == resumed
 
 
 def search_pages(flickr) -> int:
@@ -233,6 +198,9 @@ def test_continuing_under_a_config_that_changes_the_dataset_is_refused(make_conf
     changed = make_config(classes=[{"name": "cat", "count": 25}, {"name": "dog", "count": 10}])
     with pytest.raises(ConfigError, match="classes: differs from the harvest"):
         harvest(changed, CREDENTIALS)
+    fewer_per_page = make_config(flickr={"per_page": 10, "retry_backoff": 0})
+    with pytest.raises(ConfigError, match="flickr: differs from the harvest"):
+        harvest(fewer_per_page, CREDENTIALS)
     # Settings that do not change the dataset may differ.
     harvest(make_config(download={"workers": 2, "retry_backoff": 0}), CREDENTIALS)
 
@@ -246,9 +214,180 @@ def test_export_rebuilds_identical_artifacts_from_the_database(make_config, flic
     for name in before:
         (out / name).unlink()
     requests_before = sum(flickr.image_requests.values()), search_pages(flickr)
-    from harvester.pipeline import export_only
     export_only(config)
     assert {name: (out / name).read_bytes() for name in before} == before
     assert (sum(flickr.image_requests.values()), search_pages(flickr)) == requests_before
     with tarfile.open(fileobj=io.BytesIO(before["dataset.tgz"])) as archive:
         assert {member.mtime for member in archive.getmembers()} == {0}
+
+
+def test_an_unreachable_image_host_stops_the_run_and_loses_no_photo(make_config, flickr,
+                                                                    universe):
+    config = make_config()
+    for photo_id in universe.photo_ids("cat") + universe.photo_ids("dog"):
+        flickr.image_faults[photo_id] = (503, b"unavailable")
+    with pytest.raises(ImageHostFailing, match=r"\d+ image downloads in a row failed"):
+        harvest(config, CREDENTIALS)
+    db = open_database(config.database_path)
+    states = dict(db.execute("SELECT state, count(*) FROM photos GROUP BY state").fetchall())
+    assert "failed" not in states  # nothing given up on: the host, not the photos, failed
+    flickr.image_faults.clear()
+    assert harvest(config, CREDENTIALS, command="resume").in_dataset == {"cat": 20, "dog": 10}
+
+
+def interrupt_on_image(flickr, number):
+    def ctrl_c(photo_id):
+        if sum(flickr.image_requests.values()) == number:
+            raise KeyboardInterrupt
+
+    flickr.on_image_request = ctrl_c
+
+
+def interrupt_on_search(flickr, number):
+    def ctrl_c(params):
+        if flickr.api_calls["flickr.photos.search"] == number - 1:
+            raise KeyboardInterrupt
+
+    flickr.on_api_call = ctrl_c
+
+
+def interrupt_before_resize(flickr, number):
+    original = resize.run
+    calls = {"n": 0}
+
+    def ctrl_c(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == number:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    resize.run = ctrl_c
+    flickr.restore = lambda: setattr(resize, "run", original)
+
+
+@pytest.mark.parametrize(("interrupt", "at"), [
+    (interrupt_on_search, 3), (interrupt_on_image, 33), (interrupt_before_resize, 1),
+])
+def test_photos_two_classes_share_end_the_same_whenever_the_run_is_interrupted(
+    tmp_path, interrupt, at
+):
+    """Shared photos and lost photos together make the order of work matter most."""
+
+    def run(folder, interrupt_at=None):
+        folder.mkdir()
+        config = load_config(write_config(folder, flickr={"per_page": 10, "retry_backoff": 0}))
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+            world = Universe(seed=3, photos_per_tag={"cat": 200, "dog": 200}, overlap=0.5)
+            flickr = MockFlickr(world, mock)
+            # The later class loses photos in download, the earlier in resize: after an
+            # interruption between the two, their replacement searches run in another order.
+            for photo_id in world.photo_ids("dog")[::5]:
+                flickr.image_faults[photo_id] = (404, b"gone")
+            for photo_id in world.photo_ids("cat")[::6]:
+                flickr.image_faults[photo_id] = (200, b"not an image")
+            if interrupt_at:
+                interrupt(flickr, interrupt_at)
+                with pytest.raises(KeyboardInterrupt):
+                    harvest(config, CREDENTIALS)
+                flickr.on_api_call = flickr.on_image_request = None
+                getattr(flickr, "restore", lambda: None)()
+            harvest(config, CREDENTIALS, command="resume" if interrupt_at else "run")
+        return config.output_dir
+
+    expected = dataset(run(tmp_path / "whole"))
+    interrupted = run(tmp_path / "interrupted", interrupt_at=at)
+    assert dataset(interrupted) == expected
+    db = open_database(interrupted / "harvest.db")
+    assert db.execute("SELECT count(*) FROM photos WHERE reason = 'ambiguous'").fetchone()[0] > 0
+
+
+def test_dataset_files_get_the_usual_permissions(make_config, flickr):
+    config = make_config()
+    harvest(config, CREDENTIALS)
+    split = json.loads((config.output_dir / "train_test_split.json").read_text())
+    for path in ["dataset.tgz", "summary.txt", "train_test_split.json", split["train"][0]]:
+        assert (config.output_dir / path).stat().st_mode & 0o777 == FILE_MODE
+
+
+def test_a_second_harvester_on_the_same_folder_is_refused(make_config, flickr):
+    config = make_config()
+    with exclusive(config.output_dir / "harvest.lock"), pytest.raises(
+        HarvestBusy, match="another harvester is already working"
+    ):
+        harvest(config, CREDENTIALS)
+    assert flickr.api_calls.total() == 0
+    assert harvest(config, CREDENTIALS).in_dataset == {"cat": 20, "dog": 10}
+
+
+def test_exporting_an_unfinished_harvest_says_it_is_unfinished(make_config, flickr):
+    config = make_config()
+    interrupt_on_image(flickr, 3)
+    with pytest.raises(KeyboardInterrupt):
+        harvest(config, CREDENTIALS)
+    export_only(config)
+    summary = (config.output_dir / "summary.txt").read_text()
+    assert "not finished: cat has 0 of 20 photos; `harvester resume` continues" in summary
+    assert "Flickr had no more" not in summary
+
+
+def serve_pages(mock, pages: dict[tuple[str, int], list[str]], faults: dict[str, tuple]):
+    """A hand-made Flickr: exactly these search pages, each photo a real JPEG unless faulty."""
+    from tests.conftest import IMAGE_HOST, REST_URL, form
+    from tests.images import jpeg
+
+    def search(request):
+        params = form(request)
+        ids = pages.get((params["tags"], int(params["page"])), [])
+        photos = [{"id": photo_id, "owner": "1@N01", "license": "4",
+                   "url_s": f"{IMAGE_HOST}/1/{photo_id}_ab_m.jpg", "width_s": 240,
+                   "height_s": 180} for photo_id in ids]
+        body = {"photos": {"page": params["page"], "pages": 9, "total": 90, "photo": photos},
+                "stat": "ok"}
+        return 200, {}, json.dumps(body)
+
+    def image(request):
+        photo_id = request.url.rsplit("/", 1)[1].split("_")[0]
+        status, body = faults.get(photo_id, (200, jpeg(240, 180)))
+        return status, {}, body
+
+    mock.add_callback(responses.POST, REST_URL, callback=search)
+    mock.add_callback(responses.GET, re.compile(re.escape(IMAGE_HOST) + r"/.*"), callback=image)
+
+
+def test_a_photo_two_classes_find_never_changes_class_with_the_order_of_work(tmp_path):
+    """Photo 500 heads page 2 of both classes. Whichever class searches page 2 first would
+    own it, and a Ctrl-C between download and resize changes which: so it belongs to none."""
+    pages = {
+        ("cat", 1): [str(n) for n in range(100, 110)],
+        ("cat", 2): ["500", *map(str, range(110, 119))],
+        ("dog", 1): [str(n) for n in range(200, 210)],
+        ("dog", 2): ["500", *map(str, range(210, 219))],
+    }
+    faults = {"103": (200, b"not an image"), "205": (404, b"gone")}
+
+    def run(folder: Path, interrupted: bool) -> Path:
+        folder.mkdir()
+        config = load_config(write_config(
+            folder, classes=[{"name": "cat", "count": 10}, {"name": "dog", "count": 10}],
+            flickr={"per_page": 10, "retry_backoff": 0}))
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+            serve_pages(mock, pages, faults)
+            if interrupted:
+                original = resize.run
+                resize.run = lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt)
+                try:
+                    with pytest.raises(KeyboardInterrupt):
+                        harvest(config, CREDENTIALS)
+                finally:
+                    resize.run = original
+            harvest(config, CREDENTIALS, command="resume" if interrupted else "run")
+        return config.output_dir
+
+    whole = run(tmp_path / "whole", interrupted=False)
+    resumed = run(tmp_path / "resumed", interrupted=True)
+    assert dataset(resumed) == dataset(whole)
+    paths = json.loads(dataset(whole)["train_test_split.json"])
+    assert not any("500" in path for path in paths["train"] + paths["test"])
+    reason = open_database(whole / "harvest.db").execute(
+        "SELECT reason FROM photos WHERE photo_id = '500'").fetchone()
+    assert reason == ("ambiguous",)

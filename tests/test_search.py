@@ -6,7 +6,7 @@ import responses
 
 from harvester import search
 from harvester.config import load_config
-from harvester.db import open_database
+from harvester.db import class_exhausted, open_database
 from harvester.flickr import FlickrClient, FlickrUnavailable
 from harvester.progress import Silent
 from tests.conftest import REST_URL, fixture_response, form, write_config
@@ -95,5 +95,5 @@ def test_search_stops_at_the_last_page_flickr_has(tmp_path: Path):
     search.fill(db, FlickrClient("k", "s", config.flickr, rest_url=REST_URL), config, Silent())
     search.fill(db, FlickrClient("k", "s", config.flickr, rest_url=REST_URL), config, Silent())
     assert len(responses.calls) == 1
-    assert search.class_exhausted(db, config.classes[0])
+    assert class_exhausted(db, config.classes[0])
     assert db.execute("SELECT count(*) FROM photos").fetchone()[0] == 10
