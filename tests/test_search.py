@@ -40,13 +40,20 @@ def pages_requested() -> list[str]:
     return [form(call.request)["page"] for call in responses.calls]
 
 
-@responses.activate
-def test_search_pages_until_the_class_has_enough_and_dedupes_drift(tmp_path: Path):
+def search_botany(tmp_path: Path, count: int, times: int = 1):
+    """Search the recorded botany pages `times` over for a class of `count`; the database."""
     serve_botany_pages()
-    config = botany_config(tmp_path, count=150)
+    config = botany_config(tmp_path, count=count)
     db = open_database(None)
     client = FlickrClient("k", "s", config.flickr, rest_url=REST_URL)
-    search.fill(db, client, config, Silent())
+    for _ in range(times):
+        search.fill(db, client, config, Silent())
+    return db
+
+
+@responses.activate
+def test_search_pages_until_the_class_has_enough_and_dedupes_drift(tmp_path: Path):
+    db = search_botany(tmp_path, count=150)
     assert pages_requested() == ["1", "2"]
     ids = [row["photo_id"] for row in db.query("SELECT photo_id FROM photos")]
     assert len(ids) == len(set(ids)) == 197  # 200 records, 3 of them seen twice
@@ -60,12 +67,7 @@ def test_search_pages_until_the_class_has_enough_and_dedupes_drift(tmp_path: Pat
 
 @responses.activate
 def test_search_asks_nothing_when_the_class_already_has_enough(tmp_path: Path):
-    serve_botany_pages()
-    config = botany_config(tmp_path, count=50)
-    db = open_database(None)
-    client = FlickrClient("k", "s", config.flickr, rest_url=REST_URL)
-    search.fill(db, client, config, Silent())
-    search.fill(db, client, config, Silent())
+    search_botany(tmp_path, count=50, times=2)
     assert pages_requested() == ["1"]
 
 
