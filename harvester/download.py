@@ -3,8 +3,8 @@
 A photo that is gone (404, a placeholder, unusable bytes) fails or is rejected at
 once and is replaced. Trouble that may pass (timeouts, refused connections, 5xx)
 only counts an attempt: the photo stays `found` and is tried again, until
-`download.max_attempts`. When downloads fail one after another with nothing
-getting through, the image host is down: the run stops, and resume continues it.
+`download.max_attempts`. When downloads of many photos fail one after another with
+nothing getting through, the image host is down: the run stops, and resume continues it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import Any, NoReturn
 from urllib.parse import urlparse
 
 import requests
@@ -35,6 +36,7 @@ MAX_SOURCE_BYTES = 50 * 1024 * 1024
 PLACEHOLDER_MARK = "photo_unavailable"
 CHUNK = 64 * 1024
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+RETRY_AFTER_MAX = 30.0  # seconds
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +64,17 @@ class DownloadFailed:
     rejected: bool = False  # the bytes are unusable, rather than unreachable
 
 
+class _Retry(Retry):
+    """urllib3's Retry, but a server's Retry-After can hold a worker for RETRY_AFTER_MAX at most."""
+
+    def get_retry_after(self, response: Any) -> float | None:
+        seconds = super().get_retry_after(response)
+        return None if seconds is None else min(seconds, RETRY_AFTER_MAX)
+
+
 def make_session(spec: DownloadSpec) -> requests.Session:
     """A pooled keep-alive session that retries connection trouble, 429 and 5xx with backoff."""
-    retry = Retry(
+    retry = _Retry(
         total=spec.retries,
         backoff_factor=spec.retry_backoff,
         status_forcelist=sorted(TRANSIENT_STATUSES),
@@ -81,22 +91,26 @@ def make_session(spec: DownloadSpec) -> requests.Session:
 
 
 def run(
-    db: Database, config: Config, sink: ProgressSink, session: requests.Session | None = None
+    db: Database,
+    config: Config,
+    sink: ProgressSink,
+    host: HostWatch | None = None,
+    session: requests.Session | None = None,
 ) -> int:
     """Try every pending photo once; returns how many were tried."""
     todo = pending(db, config.classes, State.FOUND)
     if not todo:
         return 0
+    host = host or HostWatch(config.download)
     session = session or make_session(config.download)
     fetch = partial(fetch_source, session, config.output_dir, config.download)
-    # Enough failures in a row, with every worker's attempts among them, means the host is down.
-    breaker = _Breaker(limit=max(16, 2 * config.download.workers))
     sink.start("download", total=len(todo))
     with ThreadPoolExecutor(config.download.workers, thread_name_prefix="download") as pool:
         for batch in batched_by_time(bounded_map(pool, fetch, todo, config.download.workers * 4)):
             record(db, batch, config.download.max_attempts)
             sink.advance("download", len(batch))
-            breaker.observe(batch)
+            host.observe(batch)
+    host.end_of_round()
     sink.finish("download")
     return len(todo)
 
@@ -118,25 +132,44 @@ def record(db: Database, results: list[Downloaded | DownloadFailed], max_attempt
                      reason=result.reason, attempts=result.attempts)
 
 
-class _Breaker:
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.failures_in_a_row = 0
+class HostWatch:
+    """Watches the image host over a whole run.
+
+    Transient failures of many photos one after another, with nothing getting through
+    in between, mean the host is failing, not the photos: the run stops so that it can
+    be resumed later. Attempts are still counted, so a few photos that keep failing on
+    a healthy host end as failed and replaced, and no harvest can be stuck for good.
+    """
+
+    def __init__(self, spec: DownloadSpec) -> None:
+        self.limit = max(16, 2 * spec.workers)
+        self.failing: set[str] = set()  # photos failing since anything last got through
+        self.host_answered = False
         self.last_failure: DownloadFailed | None = None
 
     def observe(self, results: Iterable[Downloaded | DownloadFailed]) -> None:
         for result in results:
             if isinstance(result, DownloadFailed) and result.transient:
-                self.failures_in_a_row += 1
+                self.failing.add(result.photo_id)
                 self.last_failure = result
-            else:
-                self.failures_in_a_row = 0
-        if self.failures_in_a_row >= self.limit and self.last_failure:
-            raise ImageHostFailing(
-                f"{self.failures_in_a_row} image downloads in a row failed (last: "
-                f"{self.last_failure.reason}: {self.last_failure.detail}); "
-                "the image host looks unreachable"
-            )
+            else:  # a download, or an answer about the photo itself (404, placeholder)
+                self.failing.clear()
+                self.host_answered = True
+        if len(self.failing) >= self.limit:
+            self._stop()
+
+    def end_of_round(self) -> None:
+        # A whole round failed and nothing has got through since the run started.
+        if self.failing and not self.host_answered:
+            self._stop()
+
+    def _stop(self) -> NoReturn:
+        last = self.last_failure
+        detail = f" (last: {last.reason}: {last.detail})" if last else ""
+        raise ImageHostFailing(
+            f"{len(self.failing)} photos' downloads failed one after another{detail}; "
+            "the image host looks unreachable"
+        )
 
 
 def source_path_for(photo: Photo) -> str:
@@ -184,8 +217,10 @@ def fetch_source(
         return failed("too_large", f"over {MAX_SOURCE_BYTES} bytes", rejected=True)
     except requests.Timeout as error:
         return failed("timeout", str(error), transient=True)
-    except requests.ConnectionError as error:
-        return failed("connection_error", str(error), transient=True)
+    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError) as error:
+        # Refused, reset, or dropped in the middle of the body: the next try may work.
+        return failed("connection_error", f"{type(error).__name__}: {error}", transient=True)
     except requests.RequestException as error:
         # Redirect loops, invalid URLs, broken chunked encoding: this photo's answer is bad.
         return failed("bad_response", f"{type(error).__name__}: {error}")

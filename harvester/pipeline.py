@@ -128,12 +128,15 @@ def complete_stages(
     sink: ProgressSink,
     session: requests.Session | None,
 ) -> None:
-    # A photo lost in download or resize shrinks its class's window: search again for a
-    # replacement, until no stage has anything left to move.
+    # A photo lost in download or resize, or found by a second class's search, shrinks its
+    # class's window: search again for a replacement, until no stage has anything to do.
+    # One watch over the image host for the whole run, so a dead host is noticed however
+    # few photos each round tries.
+    host = download.HostWatch(config.download)
     while True:
-        search.fill(db, client, config, sink)
-        moved = download.run(db, config, sink, session) + resize.run(db, config, sink)
-        if not moved:
+        pages = search.fill(db, client, config, sink)
+        moved = download.run(db, config, sink, host, session) + resize.run(db, config, sink)
+        if not pages and not moved:
             break
     assign.run(db, config)
     export.run(db, config, sink)

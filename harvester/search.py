@@ -22,8 +22,12 @@ FLICKR_RESULT_CAP = 4000
 log = logging.getLogger(__name__)
 
 
-def fill(db: Database, client: FlickrClient, config: Config, sink: ProgressSink) -> None:
-    """Search until every class has `count` live photos, or its queries are exhausted."""
+def fill(db: Database, client: FlickrClient, config: Config, sink: ProgressSink) -> int:
+    """Search until every class has `count` live photos, or its queries are exhausted.
+
+    Returns how many pages were recorded.
+    """
+    pages = 0
     for spec in config.classes:
         live = live_count(db, spec.name)
         if live >= spec.count:
@@ -37,10 +41,12 @@ def fill(db: Database, client: FlickrClient, config: Config, sink: ProgressSink)
             page_number = next_page(db, spec.name, tags)
             page = client.search(tags, page_number, config.image.longest_side)
             record_page(db, spec, tags, page_number, page, config.flickr.per_page)
+            pages += 1
             now = live_count(db, spec.name)
             sink.advance(stage, max(0, min(now, spec.count) - min(live, spec.count)))
             live = now
         sink.finish(stage)
+    return pages
 
 
 def next_open_query(db: Database, spec: ClassSpec) -> str | None:

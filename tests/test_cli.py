@@ -140,7 +140,7 @@ def test_an_unreachable_image_host_exits_1_and_tells_how_to_continue(
         flickr.image_faults[photo_id] = (503, b"down")
     result = cli("run", "-c", str(config_path))
     assert result.exit_code == 1
-    assert "image downloads in a row failed" in result.stderr
+    assert "downloads failed one after another" in result.stderr
     assert "harvester resume" in result.stderr and "Traceback" not in result.output
 
 

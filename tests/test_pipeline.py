@@ -226,13 +226,25 @@ def test_an_unreachable_image_host_stops_the_run_and_loses_no_photo(make_config,
     config = make_config()
     for photo_id in universe.photo_ids("cat") + universe.photo_ids("dog"):
         flickr.image_faults[photo_id] = (503, b"unavailable")
-    with pytest.raises(ImageHostFailing, match=r"\d+ image downloads in a row failed"):
+    with pytest.raises(ImageHostFailing, match="downloads failed one after another"):
         harvest(config, CREDENTIALS)
     db = open_database(config.database_path)
     states = dict(db.execute("SELECT state, count(*) FROM photos GROUP BY state").fetchall())
     assert "failed" not in states  # nothing given up on: the host, not the photos, failed
     flickr.image_faults.clear()
     assert harvest(config, CREDENTIALS, command="resume").in_dataset == {"cat": 20, "dog": 10}
+
+
+def test_a_dead_image_host_stops_even_a_small_harvest(make_config, flickr, universe):
+    config = make_config(classes=[{"name": "cat", "count": 5}, {"name": "dog", "count": 4}],
+                         train_test_split={"seed": 1, "type": "absolute", "test_size": 1})
+    for photo_id in universe.photo_ids("cat") + universe.photo_ids("dog"):
+        flickr.image_faults[photo_id] = (503, b"unavailable")
+    with pytest.raises(ImageHostFailing):
+        harvest(config, CREDENTIALS)
+    db = open_database(config.database_path)
+    assert db.execute("SELECT count(*) FROM photos WHERE state = 'failed'").fetchone()[0] == 0
+    assert flickr.image_requests.total() == 9 * 2  # one round: each photo, one retry
 
 
 def interrupt_on_image(flickr, number):
@@ -391,3 +403,22 @@ def test_a_photo_two_classes_find_never_changes_class_with_the_order_of_work(tmp
     reason = open_database(whole / "harvest.db").execute(
         "SELECT reason FROM photos WHERE photo_id = '500'").fetchone()
     assert reason == ("ambiguous",)
+
+
+def test_a_class_that_loses_a_photo_to_ambiguity_late_still_fills_up(tmp_path):
+    """Dog's replacement search finds cat's photo 105 when nothing else is left to do."""
+    pages = {
+        ("cat", 1): [str(n) for n in range(100, 110)],
+        ("cat", 2): [str(n) for n in range(110, 120)],
+        ("dog", 1): [str(n) for n in range(200, 210)],
+        ("dog", 2): ["105"],
+    }
+    config = load_config(write_config(
+        tmp_path, classes=[{"name": "cat", "count": 10}, {"name": "dog", "count": 10}],
+        flickr={"per_page": 10, "retry_backoff": 0}))
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        serve_pages(mock, pages, faults={"205": (404, b"gone")})
+        outcome = harvest(config, CREDENTIALS)
+    assert outcome.in_dataset == {"cat": 10, "dog": 9}
+    split = json.loads((config.output_dir / "train_test_split.json").read_text())
+    assert "cat/110.jpg" in split["train"] + split["test"]

@@ -4,9 +4,10 @@ import random
 
 import pytest
 from PIL import Image
+from urllib3 import HTTPResponse
 
 from harvester import assign, download, resize, search
-from harvester.config import Config, SplitSpec
+from harvester.config import Config, DownloadSpec, SplitSpec
 from harvester.db import open_database
 from harvester.flickr import FlickrClient
 from harvester.progress import Silent
@@ -53,7 +54,8 @@ def test_a_photo_that_cannot_be_fetched_is_failed_with_its_reason(searched, flic
     gone, flaky = window_ids(db)[:2]
     flickr.image_faults[gone] = (404, b"Not Found")
     flickr.image_faults[flaky] = (503, b"try later")
-    download.run(db, config, Silent())
+    host = download.HostWatch(config.download)  # one per run, as the pipeline keeps it
+    download.run(db, config, Silent(), host)
     rows = {row["photo_id"]: row for row in db.query("SELECT * FROM photos")}
     assert (rows[gone]["state"], rows[gone]["reason"]) == ("failed", "http_404")
     # A 503 may pass: the photo keeps its place and is tried again next round.
@@ -61,8 +63,8 @@ def test_a_photo_that_cannot_be_fetched_is_failed_with_its_reason(searched, flic
         "found", "http_503", 1)
     assert flickr.image_requests[flaky] == 2  # the try and one retry (download.retries: 1)
     assert gone not in window_ids(db) and flaky in window_ids(db)
-    download.run(db, config, Silent())
-    download.run(db, config, Silent())  # download.max_attempts: 3
+    download.run(db, config, Silent(), host)
+    download.run(db, config, Silent(), host)  # download.max_attempts: 3
     row = db.execute("SELECT state, reason, attempts FROM photos WHERE photo_id = ?",
                      [flaky]).fetchone()
     assert row == ("failed", "http_503", 3)
@@ -140,3 +142,35 @@ def test_split_sizes_are_exact(split: SplitSpec, size: int, test: int):
     assert list(plan.values()).count("test") == test
     assert list(plan.values()).count("train") == size - test
 
+
+
+def failure(photo_id: str) -> download.DownloadFailed:
+    return download.DownloadFailed(photo_id, "http_503", "", 1, transient=True)
+
+
+def success(photo_id: str) -> download.Downloaded:
+    return download.Downloaded(photo_id, "x", 1, "0" * 64, 1)
+
+
+def test_the_host_watch_stops_a_run_only_when_nothing_gets_through(make_config):
+    config = make_config()  # download.workers 4: the watch needs 16 photos failing in a row
+    host = download.HostWatch(config.download)
+    host.observe([failure(str(n)) for n in range(15)] + [success("ok")])
+    host.observe([failure(str(n)) for n in range(15)])  # a success in between resets it
+    host.end_of_round()  # the host answered earlier in the run: a few photos just fail
+    host.observe([failure("14")] * 5)  # the same photo again and again is not the host
+    with pytest.raises(download.ImageHostFailing, match="16 photos' downloads failed"):
+        host.observe([failure("15")])
+
+
+def test_a_round_with_nothing_getting_through_stops_a_small_harvest(make_config):
+    host = download.HostWatch(make_config().download)
+    host.observe([failure("1"), failure("2")])
+    with pytest.raises(download.ImageHostFailing):
+        host.end_of_round()
+
+
+def test_retry_after_is_honoured_up_to_a_limit():
+    retry = download.make_session(DownloadSpec()).get_adapter("http://x").max_retries
+    assert retry.get_retry_after(HTTPResponse(headers={"Retry-After": "2"})) == 2
+    assert retry.get_retry_after(HTTPResponse(headers={"Retry-After": "3600"})) == 30
