@@ -27,7 +27,7 @@ from rich.table import Table
 
 from harvester import db as queries
 from harvester.config import Config, ConfigError, load_config
-from harvester.demo import run_demo
+from harvester.demo import DemoFolderUnusable, run_demo
 from harvester.download import ImageHostFailing
 from harvester.flickr import FlickrFailure
 from harvester.pipeline import (
@@ -116,7 +116,7 @@ def status(
 ) -> None:
     """Per class: photos in each state, the target, and what is left."""
     settings = _load(config)
-    report = _guard(lambda: status_report(settings), config)
+    report = _guard(lambda: status_report(settings))
     if as_json:
         out.print_json(json.dumps(report))
         return
@@ -142,7 +142,7 @@ def status(
 def export_command(config: ConfigPath = Path("config.yaml")) -> None:
     """Rebuild the split, urls, summary and archive from the database alone (no network)."""
     settings = _load(config)
-    written = _guard(lambda: export_only(settings), config)
+    written = _guard(lambda: export_only(settings), f"harvester export -c {config}")
     for path in written:
         out.print(f"wrote {path}")
 
@@ -155,7 +155,7 @@ def demo(
 ) -> None:
     """Build a small dataset offline, against the built-in Flickr stand-in: no keys needed."""
     with _progress_sink() as sink:
-        outcome = _guard(lambda: run_demo(output, sink), output / "config.yaml")
+        outcome = _guard(lambda: run_demo(output, sink), f"harvester demo -o {output}")
     _report(outcome)
     out.print(f"Look inside: sqlite3 {outcome.output_dir / 'harvest.db'} "
               "'select * from progress'")
@@ -193,7 +193,8 @@ def _harvest(config_path: Path, command: str) -> None:
         _fail(EXIT_USAGE, str(error))
     with _progress_sink() as sink:
         outcome = _guard(
-            lambda: harvest(config, credentials, command=command, sink=sink), config_path
+            lambda: harvest(config, credentials, command=command, sink=sink),
+            f"harvester resume -c {config_path}",
         )
     _report(outcome)
 
@@ -218,16 +219,20 @@ def _load(path: Path) -> Config:
         _fail(EXIT_USAGE, f"config error: {error}")
 
 
-def _guard(work: Callable[[], T], config_path: Path) -> T:
-    """Run `work`, turning what stops a run into a message and an exit code."""
+def _guard(work: Callable[[], T], continue_with: str | None = None) -> T:
+    """Run `work`, turning what stops it into a message and an exit code.
+
+    `continue_with` is the command that picks the work up again, for the message.
+    """
     resume_hint = (
-        f"Everything finished so far is saved; `harvester resume -c {config_path}` continues."
+        f"Everything finished so far is saved; `{continue_with}` continues."
+        if continue_with else ""
     )
     try:
         return work()
     except ConfigError as error:
         _fail(EXIT_USAGE, f"config error: {error}")
-    except (NoHarvest, HarvestBusy) as error:
+    except (NoHarvest, HarvestBusy, DemoFolderUnusable) as error:
         _fail(EXIT_USAGE, str(error))
     except (FlickrFailure, ImageHostFailing) as error:
         _fail(EXIT_STOPPED, f"stopped: {error}\n{resume_hint}")
@@ -238,7 +243,7 @@ def _guard(work: Callable[[], T], config_path: Path) -> T:
 
 
 def _fail(code: int, message: str) -> NoReturn:
-    err.print(message, markup=False, highlight=False)
+    err.print(message.rstrip(), markup=False, highlight=False)
     raise typer.Exit(code)
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import yaml
 
 from harvester.config import load_config
-from harvester.pipeline import Credentials, Outcome, harvest
+from harvester.pipeline import Credentials, Outcome, harvest_locked, only_run
 from harvester.progress import ProgressSink
 from harvester.standin import StandIn, Universe
 
@@ -29,38 +30,65 @@ DEMO_UNIVERSE = {"seed": 2026, "photos_per_tag": {"sunset": 2400, "forest": 2400
 DEMO_KEY = "demo-key"
 
 
-def run_demo(folder: Path, sink: ProgressSink | None = None) -> Outcome:
+class DemoFolderUnusable(Exception):
+    """The folder given for the demo cannot hold it without harming what is there."""
+
+
+def run_demo(folder: Path, sink: ProgressSink) -> Outcome:
     """Harvest the demo dataset into `folder`; running it again continues or re-exports it."""
-    folder.mkdir(parents=True, exist_ok=True)
+    config_path = prepare_folder(folder)
+    config = load_config(config_path)
+    with only_run(config):
+        universe = Universe(**DEMO_UNIVERSE, api_key=DEMO_KEY)
+        with StandIn(universe, port=saved_port(folder)) as stand_in:
+            # Photo URLs that an interrupted demo recorded name this port: keep it for next time.
+            (folder / PORT_FILE).write_text(str(stand_in.port))
+            credentials = Credentials(DEMO_KEY, "demo-secret", stand_in.rest_url)
+            return harvest_locked(config, credentials, "run", sink)
+
+
+def prepare_folder(folder: Path) -> Path:
+    """The demo's config in `folder`, written if new. Refuses a folder holding anything else."""
     config_path = folder / CONFIG_FILE
-    if not config_path.exists():
+    if folder.exists() and not folder.is_dir():
+        raise DemoFolderUnusable(f"{folder} is a file, not a folder")
+    if config_path.exists():
+        try:
+            mine = yaml.safe_load(config_path.read_text()) == DEMO_CONFIG
+        except (OSError, yaml.YAMLError):
+            mine = False
+        if not mine:
+            raise DemoFolderUnusable(
+                f"{config_path} is not the demo's config: give the demo a folder of its own"
+            )
+        return config_path
+    if folder.exists() and any(folder.iterdir()):
+        raise DemoFolderUnusable(f"{folder} is not empty: give the demo a folder of its own")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
         config_path.write_text(
             "# Written by `harvester demo`: the demo's config, against the offline stand-in.\n"
             + yaml.safe_dump(DEMO_CONFIG, sort_keys=False)
         )
-    config = load_config(config_path)
-    universe = Universe(**DEMO_UNIVERSE, api_key=DEMO_KEY)
-    with StandIn(universe, port=_previous_port(folder)) as stand_in:
-        # Image URLs recorded by an interrupted demo name the port it ran on.
-        (folder / PORT_FILE).write_text(str(stand_in.port))
-        credentials = Credentials(DEMO_KEY, "demo-secret", stand_in.rest_url)
-        return harvest(config, credentials, command="run", sink=sink)
+    except OSError as error:
+        raise DemoFolderUnusable(f"cannot write the demo into {folder}: {error}") from None
+    return config_path
 
 
-def _previous_port(folder: Path) -> int:
+def saved_port(folder: Path) -> int:
+    """The port an earlier demo in `folder` served on (its photo URLs name it), or 0 for any."""
     try:
         port = int((folder / PORT_FILE).read_text())
     except (OSError, ValueError):
         return 0
-    return port if _free(port) else 0
-
-
-def _free(port: int) -> bool:
-    import socket
-
     with socket.socket() as probe:
+        # As the stand-in's server does: the old connections' TIME_WAIT must not count as use.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
-            return False
-    return True
+            raise DemoFolderUnusable(
+                f"port {port}, which the unfinished demo in {folder} recorded its photo URLs "
+                "with, is in use: free it, or give the demo a new folder"
+            ) from None
+    return port

@@ -44,14 +44,21 @@ def write_atomically(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
+class Locked(Exception):
+    """Another process holds the lock."""
+
+
 @contextmanager
 def exclusive(lock_path: Path) -> Iterator[None]:
     """Hold an exclusive lock on `lock_path` while the block runs.
 
-    Raises BlockingIOError at once if another process holds it. The operating system
-    releases the lock when its holder dies, so a killed run never leaves it stuck.
+    Raises Locked at once if another process holds it. The operating system releases
+    the lock when its holder dies, so a killed run never leaves it stuck.
     """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Locked(str(lock_path)) from None
         yield

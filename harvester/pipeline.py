@@ -14,7 +14,7 @@ from sqlite_utils import Database
 from harvester import assign, download, export, resize, search
 from harvester import db as queries
 from harvester.config import Config, ConfigError
-from harvester.files import exclusive
+from harvester.files import Locked, exclusive
 from harvester.flickr import DEFAULT_REST_URL, FlickrClient
 from harvester.progress import ProgressSink, Silent
 
@@ -83,18 +83,18 @@ def harvest(
         raise NoHarvest(
             f"no harvest to resume in {config.output_dir}: start one with `harvester run`"
         )
-    sink = sink or Silent()
     with only_run(config):
-        return _harvest(config, credentials, command, sink, session)
+        return harvest_locked(config, credentials, command, sink or Silent(), session)
 
 
-def _harvest(
+def harvest_locked(
     config: Config,
     credentials: Credentials,
     command: str,
     sink: ProgressSink,
-    session: requests.Session | None,
+    session: requests.Session | None = None,
 ) -> Outcome:
+    """`harvest` for a caller already holding the output folder's lock (see `only_run`)."""
     db = queries.open_database(config.database_path)
     try:
         check_same_harvest(db, config)
@@ -160,7 +160,7 @@ def only_run(config: Config) -> Iterator[None]:
     try:
         with exclusive(config.output_dir / LOCK_FILE):
             yield
-    except BlockingIOError:
+    except Locked:
         raise HarvestBusy(
             f"another harvester is already working on {config.output_dir}; "
             "wait for it to finish, or stop it and run `harvester resume`"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -50,7 +52,10 @@ def run(db: Database, config: Config, sink: ProgressSink) -> int:
     work = partial(resize_one, config.output_dir, config.image)
     sink.start("resize", total=len(todo))
     # forkserver, not fork: workers inherit no open files (the run's lock) and no threads.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("forkserver"),
+        initializer=end_with, initargs=(os.getpid(),),
+    ) as pool:
         for batch in batched_by_time(bounded_map(pool, work, todo, workers * 4)):
             record(db, batch)
             sink.advance("resize", len(batch))
@@ -68,6 +73,23 @@ def record(db: Database, results: list[Resized | Rejected]) -> None:
                 log.info("photo %s rejected: %s (%s)", result.photo_id, result.reason,
                          result.detail)
                 move(db, result.photo_id, State.DOWNLOADED, State.REJECTED, reason=result.reason)
+
+
+def end_with(harvest_pid: int) -> None:
+    """Pool initializer: the worker ends itself once the harvest that started it is gone.
+
+    A run killed with SIGKILL cannot shut its pool down, and its workers would wait forever.
+    """
+
+    def watch() -> None:
+        while True:
+            time.sleep(1)
+            try:
+                os.kill(harvest_pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="watch-harvest", daemon=True).start()
 
 
 def resize_one(output_dir: Path, spec: ImageSpec, photo: Photo) -> Resized | Rejected:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from harvester import cli
 from harvester.cli import app
 from harvester.config import load_config
 from harvester.db import open_database
+from harvester.demo import PORT_FILE, run_demo
 from harvester.pipeline import Credentials, harvest
+from harvester.progress import Silent
 from harvester.standin import Faults, StandIn, Universe, placeholder
 from tests.conftest import write_config
 
@@ -77,3 +81,64 @@ def test_a_key_flickr_refuses_exits_1_with_what_to_fix(tmp_path: Path):
         assert stand_in.api_calls.total() == 1  # refused at once, not retried
     assert result.exit_code == 1
     assert "Invalid API Key" in result.stderr and "check API_KEY and API_SECRET" in result.stderr
+
+
+class CtrlCInDownload(Silent):
+    """A progress sink that presses Ctrl-C once the first downloads are recorded."""
+
+    def advance(self, stage: str, amount: int = 1) -> None:
+        if stage == "download":
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_demo_continues_on_the_port_its_photo_urls_name(tmp_path: Path):
+    folder = tmp_path / "demo"
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(folder, CtrlCInDownload())
+    port = (folder / PORT_FILE).read_text()
+    outcome = run_demo(folder, Silent())
+    assert outcome.in_dataset == {"sunset": 300, "forest": 300, "ocean": 300}
+    assert (folder / PORT_FILE).read_text() == port
+    db = open_database(folder / "harvest.db")
+    assert db.execute("SELECT count(*) FROM photos WHERE state = 'failed'").fetchone()[0] == 0
+
+
+def test_an_interrupted_demo_whose_port_is_taken_says_so(tmp_path: Path):
+    folder = tmp_path / "demo"
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(folder, CtrlCInDownload())
+    port = int((folder / PORT_FILE).read_text())
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        result = CliRunner().invoke(app, ["demo", "-o", str(folder)])
+    assert result.exit_code == 2
+    assert f"port {port}" in result.stderr and "is in use" in result.stderr
+
+
+@pytest.mark.parametrize(("setup", "message"), [
+    (lambda folder: folder.write_text("a file"), "is a file, not a folder"),
+    (lambda folder: (folder.mkdir(), (folder / "notes.txt").write_text("mine")),
+     "is not empty"),
+    (lambda folder: (folder.mkdir(), (folder / "config.yaml").write_text(
+        "classes: [{name: cat, count: 5}]\ntrain_test_split: {test_size: 1}\n")),
+     "is not the demo's config"),
+])
+def test_the_demo_never_writes_into_a_folder_that_is_not_its_own(tmp_path, setup, message):
+    folder = tmp_path / "taken"
+    setup(folder)
+    before = sorted(folder.rglob("*")) if folder.is_dir() else None
+    result = CliRunner().invoke(app, ["demo", "-o", str(folder)])
+    assert result.exit_code == 2 and message in result.stderr
+    assert (sorted(folder.rglob("*")) if folder.is_dir() else None) == before
+
+
+def test_ctrl_c_in_the_demo_tells_how_to_continue_the_demo(tmp_path, monkeypatch):
+    def interrupted(folder, sink):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_demo", interrupted)
+    result = CliRunner().invoke(app, ["demo", "-o", str(tmp_path / "d")])
+    assert result.exit_code == 130
+    assert f"`harvester demo -o {tmp_path / 'd'}` continues" in result.stderr
