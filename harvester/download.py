@@ -121,7 +121,7 @@ def record(db: Database, results: list[Downloaded | DownloadFailed], max_attempt
             if isinstance(result, Downloaded):
                 move(db, result.photo_id, State.FOUND, State.DOWNLOADED,
                      source_path=result.source_path, source_bytes=result.source_bytes,
-                     sha256=result.sha256, attempts=result.attempts)
+                     sha256=result.sha256, attempts=result.attempts, reason=None)
                 continue
             log.info("photo %s: %s (%s)", result.photo_id, result.reason, result.detail)
             if result.transient and result.attempts < max_attempts:

@@ -51,7 +51,14 @@ LICENSES = [
     (8, "United States Government Work", "https://www.usa.gov/government-copyright"),
     (9, "Public Domain Dedication (CC0)", "https://creativecommons.org/publicdomain/zero/1.0/"),
     (10, "Public Domain Mark", "https://creativecommons.org/publicdomain/mark/1.0/"),
+    (11, "CC BY 4.0", "https://creativecommons.org/licenses/by/4.0/"),
+    (12, "CC BY-SA 4.0", "https://creativecommons.org/licenses/by-sa/4.0/"),
+    (13, "CC BY-ND 4.0", "https://creativecommons.org/licenses/by-nd/4.0/"),
+    (14, "CC BY-NC 4.0", "https://creativecommons.org/licenses/by-nc/4.0/"),
+    (15, "CC BY-NC-SA 4.0", "https://creativecommons.org/licenses/by-nc-sa/4.0/"),
+    (16, "CC BY-NC-ND 4.0", "https://creativecommons.org/licenses/by-nc-nd/4.0/"),
 ]
+HUE_SERVER = 1000  # a photo's `server` is HUE_SERVER + the hue its image is drawn in
 UPLOAD_RANGE = (1_104_537_600, 1_735_689_600)  # 2005 .. 2025
 
 
@@ -71,7 +78,8 @@ class Universe:
                  default_photos: int = 1000, overlap: float = 0.0,
                  api_key: str | None = None) -> None:
         self.seed = seed
-        self.photos_per_tag = dict(photos_per_tag or {})
+        # Flickr's tags are case-insensitive.
+        self.photos_per_tag = {tag.lower(): n for tag, n in (photos_per_tag or {}).items()}
         self.default_photos = default_photos
         self.overlap = overlap
         self.api_key = api_key
@@ -94,7 +102,7 @@ class Universe:
         return fail(112, f'Method "{method}" not found')
 
     def search(self, params: Mapping[str, str], image_base_url: str) -> dict[str, Any]:
-        tags = [tag.strip() for tag in params.get("tags", "").split(",") if tag.strip()]
+        tags = [tag.strip().lower() for tag in params.get("tags", "").split(",") if tag.strip()]
         if not tags:
             return fail(3, "Parameterless searches have been disabled. "
                            "Please use flickr.photos.getRecent instead.")
@@ -109,26 +117,30 @@ class Universe:
         reachable = min(total, RESULT_CAP)
         pages = math.ceil(total / per_page) if total else 0
         start = (page - 1) * per_page
-        if reachable and start >= reachable:
+        if total > RESULT_CAP and start >= reachable:
             # Past the cap Flickr repeats earlier results while `total` keeps its promise.
             start %= reachable
-        window = matches[start:min(start + per_page, reachable)] if start < reachable else []
+        window = matches[start:min(start + per_page, reachable)]  # past the end: nothing
+        extras = {extra.strip() for extra in params.get("extras", "").split(",")}
         return {"photos": {
             "page": page, "pages": pages, "perpage": per_page, "total": total,
-            "photo": [self._record(photo_id, image_base_url) for photo_id in window],
+            "photo": [self._record(photo_id, image_base_url, extras) for photo_id in window],
         }, "stat": "ok"}
 
     def image(self, path: str) -> bytes | None:
         """The JPEG an image URL from a search answer points to, or None for a 404."""
         match = IMAGE_PATH.match(path)
-        if not match or match["id"] not in self._tags_of:
+        if not match:
             return None
+        # The secret depends on the seed and the id alone, and the hue rides in the server
+        # number: a restarted stand-in serves the same image whatever was searched before.
         facts = self._facts(match["id"])
         size_key = SUFFIX_TO_SIZE.get(match["suffix"] or "")
-        if match["secret"] != facts["secret"] or size_key is None:
+        hue = int(match["server"]) - HUE_SERVER
+        if match["secret"] != facts["secret"] or size_key is None or not 0 <= hue < 256:
             return None
         width, height = _scaled(facts["width"], facts["height"], RENDITIONS[size_key][0])
-        return render(match["id"], self._hue(facts["tag"]), width, height)
+        return render(match["id"], hue, width, height)
 
     def photo_ids(self, tag: str) -> list[str]:
         return list(self._tag_photos(tag))
@@ -167,10 +179,14 @@ class Universe:
             and (uploaded_from is None or self._facts(photo_id)["dateupload"] >= uploaded_from)
             and (uploaded_to is None or self._facts(photo_id)["dateupload"] <= uploaded_to)
         }
+        descending = sort.endswith("-desc")
         if sort.startswith("date-"):
             return sorted(ids, key=lambda i: (self._facts(i)["dateupload"], i),
-                          reverse=sort.endswith("desc"))
-        return sorted(ids, key=lambda i: hashlib.sha256(f"{sort}:{i}".encode()).digest())
+                          reverse=descending)
+        # Interestingness and relevance: an order of their own, the -asc one reversed.
+        measure = sort.removesuffix("-desc").removesuffix("-asc")
+        return sorted(ids, key=lambda i: hashlib.sha256(f"{measure}:{i}".encode()).digest(),
+                      reverse=measure != "relevance" and not descending)
 
     @lru_cache(maxsize=200_000)  # noqa: B019
     def _facts(self, photo_id: str) -> dict[str, Any]:
@@ -181,14 +197,12 @@ class Universe:
         owner_number = rng.randrange(200)
         return {
             "secret": f"{rng.getrandbits(40):010x}",
-            "server": str(rng.choice((65535, 7372, 4110))),
             "width": long_side if landscape else short_side,
             "height": short_side if landscape else long_side,
             "license": str(rng.choice((0, 1, 2, 4, 4, 5, 9, 10))),
             "owner": f"{10_000_000 + owner_number}@N0{owner_number % 8}",
             "ownername": f"photographer {owner_number}",
             "dateupload": rng.randrange(*UPLOAD_RANGE),
-            "tag": self._tags_of.get(photo_id, [""])[0],
             "title": f"photo {photo_id[-4:]}",
         }
 
@@ -198,21 +212,33 @@ class Universe:
             return names.index(tag) * 256 // len(names)
         return hashlib.sha256(tag.encode()).digest()[0]
 
-    def _record(self, photo_id: str, image_base_url: str) -> dict[str, Any]:
+    def _record(self, photo_id: str, image_base_url: str, extras: set[str]) -> dict[str, Any]:
+        """A search result as Flickr shapes it, with the `extras` asked for and no others."""
         facts = self._facts(photo_id)
+        tags = self._tags_of.get(photo_id, [""])
+        server = str(HUE_SERVER + self._hue(tags[0]))
         record: dict[str, Any] = {
             "id": photo_id, "owner": facts["owner"], "secret": facts["secret"],
-            "server": facts["server"], "farm": 66, "title": facts["title"],
-            "ispublic": 1, "isfriend": 0, "isfamily": 0, "license": facts["license"],
-            # Flickr's own mix of string and number types, as in the real samples.
-            "dateupload": str(facts["dateupload"]), "ownername": facts["ownername"],
-            "tags": " ".join(self._tags_of.get(photo_id, [])), "media": "photo",
-            "media_status": "ready",
+            "server": server, "farm": 66, "title": facts["title"],
+            "ispublic": 1, "isfriend": 0, "isfamily": 0,
         }
+        # Flickr's own mix of string and number types, as in the real samples.
+        optional = {
+            "license": {"license": facts["license"]},
+            "date_upload": {"dateupload": str(facts["dateupload"])},
+            "owner_name": {"ownername": facts["ownername"]},
+            "tags": {"tags": " ".join(tags)},
+            "media": {"media": "photo", "media_status": "ready"},
+        }
+        for extra, fields in optional.items():
+            if extra in extras:
+                record.update(fields)
         for key, (longest, suffix) in RENDITIONS.items():
+            if f"url_{key}" not in extras:
+                continue
             width, height = _scaled(facts["width"], facts["height"], longest)
             record[f"url_{key}"] = (
-                f"{image_base_url}/{facts['server']}/{photo_id}_{facts['secret']}{suffix}.jpg"
+                f"{image_base_url}/{server}/{photo_id}_{facts['secret']}{suffix}.jpg"
             )
             record[f"height_{key}"] = height
             record[f"width_{key}"] = str(width) if key in ("m", "z") else width
@@ -260,7 +286,12 @@ class Faults:
     api_error_rate: float = 0.0
     api_errors: tuple[str, ...] = ("105", "201", "http500", "http429")
     image_fault_rate: float = 0.0
-    image_faults: tuple[str, ...] = ("404", "unavailable", "truncated", "not_image")
+    # flaky: 503 to the first request; reset: the first answer breaks off mid-body.
+    image_faults: tuple[str, ...] = (
+        "404", "unavailable", "truncated", "not_image", "flaky", "reset",
+    )
+    slow_rate: float = 0.0  # share of answers (API or image) held back by slow_seconds
+    slow_seconds: float = 0.0
     seed: int = 0
 
     def image_fault(self, photo_id: str) -> str | None:
@@ -282,7 +313,10 @@ class StandIn:
         self.api_calls: Counter[str] = Counter()
         self.image_requests: Counter[str] = Counter()
         self.faults_served: Counter[str] = Counter()
+        # Apart: API calls come one at a time, so their faults repeat run after run, while
+        # which of the concurrent image answers are slow may vary.
         self._api_rng = random.Random(self.faults.seed)
+        self._slow_rng = random.Random(self.faults.seed + 1)
         self._lock = threading.Lock()
         self._server = _QuietServer(("127.0.0.1", port), _handler_for(self))
         self._server.daemon_threads = True
@@ -320,6 +354,14 @@ class StandIn:
             self.faults_served[f"api {fault}"] += 1
             return fault
 
+    def delay(self, fixed: float) -> None:
+        """Wait `fixed` seconds, plus slow_seconds for the share of answers that are slow."""
+        with self._lock:
+            slow = self._slow_rng.random() < self.faults.slow_rate
+            if slow:
+                self.faults_served["slow"] += 1
+        time.sleep(fixed + (self.faults.slow_seconds if slow else 0.0))
+
 
 class _QuietServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -347,7 +389,7 @@ def _handler_for(stand_in: StandIn) -> type[BaseHTTPRequestHandler]:
 
         def _api(self, params: dict[str, str]) -> None:
             stand_in.count(stand_in.api_calls, params.get("method", ""))
-            time.sleep(stand_in.api_delay)
+            stand_in.delay(stand_in.api_delay)
             fault = stand_in.api_fault()
             if fault in ("http500", "http429"):
                 self._send(int(fault[4:]), b"<html>Flickr is having a moment</html>",
@@ -365,9 +407,11 @@ def _handler_for(stand_in: StandIn) -> type[BaseHTTPRequestHandler]:
             match = IMAGE_PATH.match(path)
             photo_id = match["id"] if match else path
             stand_in.count(stand_in.image_requests, photo_id)
-            time.sleep(stand_in.image_delay)
+            stand_in.delay(stand_in.image_delay)
             data = stand_in.universe.image(path)
             fault = stand_in.faults.image_fault(photo_id) if data else None
+            if fault in ("flaky", "reset") and stand_in.image_requests[photo_id] > 1:
+                fault = None  # these pass: the next request for the photo works
             if fault:
                 stand_in.count(stand_in.faults_served, f"image {fault}")
             if data is None or fault == "404":
@@ -382,6 +426,16 @@ def _handler_for(stand_in: StandIn) -> type[BaseHTTPRequestHandler]:
                 self._send(200, data[: len(data) // 2], "image/jpeg")
             elif fault == "not_image":
                 self._send(200, b"<html><body>Service Unavailable</body></html>", "image/jpeg")
+            elif fault == "flaky":
+                self._send(503, b"Service Unavailable", "text/plain")
+            elif fault == "reset":
+                # Promise the whole image, send half, hang up: a connection lost mid-body.
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2])
+                self.close_connection = True
             else:
                 self._send(200, data, "image/jpeg")
 

@@ -62,29 +62,60 @@ def count(db: Path, where: str) -> int:
 
 
 KILL_SEED = 20261124
+DOWNLOADED = "source_path IS NOT NULL"
+RESIZED = "state IN ('resized', 'assigned')"
 
 
-def kill_plan(seed: int) -> list[tuple[str, int, Callable[[int, Path], bool]]]:
+def kill_plan(seed: int) -> list[tuple[str, int, Callable[[int, Path, dict], bool]]]:
     """Seeded random kill moments spread over every stage, in the order the stages run.
 
-    Each is (stage, threshold, reached), `reached` a condition on the API calls the
-    current process made and on the output folder.
+    Each is (stage, n, reached): `reached(calls, out, start)` is true once the current
+    process has made `calls` API calls, or moved n more photos on than there were at its
+    `start`. Assign commits a class at a time, so its kill lands between two classes' commits
+    at the earliest: the snapshot printed for each kill says where it really landed.
     """
     rng = random.Random(seed)
-    downloads = sorted(rng.sample(range(5, 95), 2))
-    resizes = sorted(rng.sample(range(5, 90), 2))
     search_calls = rng.randint(1, 3)
     return [
-        ("search", search_calls, lambda calls, out: calls >= search_calls),
-        *[("download", n, _rows_at_least("source_path IS NOT NULL", n)) for n in downloads],
-        *[("resize", n, _rows_at_least("state = 'resized'", n)) for n in resizes],
-        ("assign", 1, _rows_at_least("state = 'assigned'", 1)),
-        ("export", 1, lambda calls, out: (out / "train_test_split.json").exists()),
+        ("search", search_calls, lambda calls, out, start: calls >= search_calls),
+        *[("download", n, _more(DOWNLOADED, n)) for n in rng.sample(range(5, 40), 2)],
+        *[("resize", n, _more(RESIZED, n)) for n in rng.sample(range(5, 40), 2)],
+        ("assign", 1, _more("state = 'assigned'", 1)),
+        ("export", 1, lambda calls, out, start: (out / "train_test_split.json").exists()),
     ]
 
 
-def _rows_at_least(where: str, n: int) -> Callable[[int, Path], bool]:
-    return lambda calls, out: count(out / "harvest.db", where) >= n
+def _more(where: str, n: int) -> Callable[[int, Path, dict], bool]:
+    return lambda calls, out, start: count(out / "harvest.db", where) >= start[where] + n
+
+
+def snapshot(out: Path) -> dict[str, int]:
+    return {where: count(out / "harvest.db", where)
+            for where in (DOWNLOADED, RESIZED, "state = 'assigned'")}
+
+
+def descendants(pid: int) -> set[int]:
+    """Every living process below `pid` (resize workers sit below a forkserver)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_dataset(
@@ -98,25 +129,27 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_dataset(
     config = config_in(tmp_path / "killed")
     out = config.parent / "outputs"
     requests_before = stand_in.image_requests.copy()
-    landed = []
-    for stage, threshold, reached in kill_plan(KILL_SEED):
-        calls_before = stand_in.api_calls.total()
+    landed, orphans = [], set()
+    for stage, n, reached in kill_plan(KILL_SEED):
+        start, calls_before = snapshot(out), stand_in.api_calls.total()
         process = harvester("resume" if out.exists() else "run", config, stand_in)
         deadline = time.monotonic() + 60
-        while not reached(stand_in.api_calls.total() - calls_before, out) and (
+        while not reached(stand_in.api_calls.total() - calls_before, out, start) and (
             process.poll() is None
         ):
-            assert time.monotonic() < deadline, f"never reached {stage} {threshold}"
+            assert time.monotonic() < deadline, f"never reached {stage} {n}"
             time.sleep(0.002)
+        children = descendants(process.pid)
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
-            landed.append(f"{stage}@{threshold}")
+            landed.append(f"{stage}+{n} at {tuple(snapshot(out).values())}")
         process.wait(timeout=30)
+        orphans |= children
     resumed = harvester("resume", config, stand_in)
     assert resumed.wait(timeout=120) == 0, resumed.stderr.read()
 
     assert dataset(out) == expected
-    print(f"SIGKILL landed at: {', '.join(landed)}")
+    print("SIGKILL landed at (downloaded, resized, assigned):\n  " + "\n  ".join(landed))
     assert len(landed) >= 6, f"kills landed only at {landed}"
     served = stand_in.image_requests - requests_before
     photos = sum(len(paths) for paths in json.loads(expected["train_test_split.json"]).values())
@@ -125,6 +158,11 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_dataset(
     assert served.total() <= photos + len(landed) * WORKERS * 4
     with sqlite3.connect(out / "harvest.db") as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    # A killed run's resize workers end by themselves; none is left behind.
+    deadline = time.monotonic() + 10
+    while any(map(alive, orphans)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in orphans if alive(pid)]
 
 
 def test_sigint_stops_cleanly_with_exit_130_and_the_resume_line(tmp_path):

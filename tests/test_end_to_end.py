@@ -43,7 +43,8 @@ def test_the_demo_builds_a_dataset_offline_and_says_where(tmp_path: Path):
 
 def test_a_harvest_through_every_fault_still_reaches_exact_counts(tmp_path: Path):
     universe = Universe(seed=4, photos_per_tag={"cat": 400, "dog": 400}, api_key="right-key")
-    faults = Faults(api_error_rate=0.3, image_fault_rate=0.2, seed=9)
+    faults = Faults(api_error_rate=0.3, image_fault_rate=0.25, slow_rate=0.05,
+                    slow_seconds=0.05, seed=9)
     config = write_config(
         tmp_path, classes=[{"name": "cat", "count": 80}, {"name": "dog", "count": 60}],
         flickr={"per_page": 10, "retry_backoff": 0, "retries": 8},
@@ -55,14 +56,19 @@ def test_a_harvest_through_every_fault_still_reaches_exact_counts(tmp_path: Path
     assert outcome.in_dataset == {"cat": 80, "dog": 60}
     # Every kind of fault was met on the way.
     assert {"api 105", "api 201", "api http500", "api http429", "image 404",
-            "image unavailable", "image truncated", "image not_image"} <= set(served)
+            "image unavailable", "image truncated", "image not_image", "image flaky",
+            "image reset", "slow"} <= set(served)
 
     out = tmp_path / "outputs"
     db = open_database(out / "harvest.db")
     reasons = dict(db.execute(
         "SELECT reason, count(*) FROM photos WHERE state IN ('failed', 'rejected') "
         "GROUP BY reason").fetchall())
+    # Flaky answers and dropped connections pass on a later try: nothing lost to them.
     assert set(reasons) == {"http_404", "unavailable", "corrupt"}
+    retried = db.execute(
+        "SELECT count(*) FROM photos WHERE state = 'assigned' AND attempts > 1").fetchone()[0]
+    assert retried > 0
     # Nothing broken made it in: no placeholder, every image whole.
     split = json.loads((out / "train_test_split.json").read_text())
     placeholder_hash = hashlib.sha256(placeholder()).hexdigest()

@@ -12,7 +12,7 @@ from harvester.flickr import (
     parse_search_page,
     pick_rendition,
 )
-from tests.conftest import REST_URL, fixture_response
+from tests.conftest import REST_URL, fixture_response, form
 
 FAST = FlickrSpec(retries=5, retry_backoff=0)
 
@@ -82,6 +82,18 @@ def test_search_sends_the_documented_parameters():
         params["extras"].split(","))
     # The key travels in the OAuth header, never in the body.
     assert "key" not in body and "secret" not in body
+
+
+@responses.activate
+def test_search_filters_reach_flickr_as_configured():
+    responses.post(REST_URL, json={"stat": "ok", **fixture_response("search_sunset_per10_p1.json")})
+    spec = FlickrSpec(licenses=(4, 9), sort="date-posted-desc", safe_search=2, content_type=6,
+                      per_page=250, retry_backoff=0)
+    FlickrClient("key", "secret", spec, rest_url=REST_URL).search("sunset", 3, 240)
+    params = form(responses.calls[0].request)
+    assert (params["license"], params["sort"], params["safe_search"], params["content_type"],
+            params["per_page"], params["page"], params["tag_mode"]) == (
+        "4,9", "date-posted-desc", "2", "6", "250", "3", "any")
 
 
 @responses.activate

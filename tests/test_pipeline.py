@@ -63,6 +63,14 @@ def test_a_harvest_produces_every_artifact_with_exact_counts(make_config, flickr
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_only_photos_under_the_chosen_licenses_are_harvested(make_config, flickr):
+    config = make_config(flickr={"per_page": 25, "retry_backoff": 0, "licenses": [4, 9]})
+    harvest(config, CREDENTIALS)
+    db = open_database(config.database_path)
+    licenses = {row[0] for row in db.execute("SELECT DISTINCT license FROM photos")}
+    assert licenses == {"4", "9"}
+
+
 def test_lost_photos_are_replaced_so_counts_stay_exact(make_config, flickr, universe):
     config = make_config(classes=[{"name": "cat", "count": 20}])
     first = universe.photo_ids("cat")

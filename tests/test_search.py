@@ -9,7 +9,8 @@ from harvester.config import load_config
 from harvester.db import class_exhausted, open_database
 from harvester.flickr import FlickrClient, FlickrUnavailable
 from harvester.progress import Silent
-from tests.conftest import REST_URL, fixture_response, form, write_config
+from harvester.standin import Universe
+from tests.conftest import REST_URL, MockFlickr, fixture_response, form, write_config
 
 
 def botany_config(tmp_path: Path, count: int):
@@ -99,3 +100,32 @@ def test_search_stops_at_the_last_page_flickr_has(tmp_path: Path):
     assert len(responses.calls) == 1
     assert class_exhausted(db, config.classes[0])
     assert db.execute("SELECT count(*) FROM photos").fetchone()[0] == 10
+
+
+def test_search_stops_at_flickrs_4000_result_cap(make_config):
+    config = make_config(classes=[{"name": "cat", "count": 5000}],
+                         flickr={"per_page": 500, "retry_backoff": 0})
+    db = open_database(None)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        flickr = MockFlickr(Universe(seed=1, photos_per_tag={"cat": 9000}), mock)
+        client = FlickrClient("k", "s", config.flickr, rest_url=REST_URL)
+        search.fill(db, client, config, Silent())
+    assert flickr.api_calls["flickr.photos.search"] == 8  # pages 9 on would only repeat
+    assert db.execute("SELECT count(*) FROM photos").fetchone()[0] == 4000
+    assert class_exhausted(db, config.classes[0])
+
+
+@responses.activate
+def test_search_stops_when_flickr_answers_with_an_earlier_page(tmp_path: Path):
+    body = fixture_response("search_botany_per100_p1.json")  # says page 1 whatever was asked
+    responses.post(REST_URL, json={"stat": "ok", **body})
+    db = search_botany_pages_as_given(tmp_path, count=500)
+    assert pages_requested() == ["1", "2"]
+    assert db.execute("SELECT count(*) FROM photos").fetchone()[0] == 100
+
+
+def search_botany_pages_as_given(tmp_path: Path, count: int):
+    config = botany_config(tmp_path, count=count)
+    db = open_database(None)
+    search.fill(db, FlickrClient("k", "s", config.flickr, rest_url=REST_URL), config, Silent())
+    return db

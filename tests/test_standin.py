@@ -7,6 +7,7 @@ import io
 import requests
 from PIL import Image
 
+from harvester.flickr import EXTRAS
 from harvester.standin import RESULT_CAP, Faults, StandIn, Universe
 from tests.conftest import fixture_response
 
@@ -14,7 +15,8 @@ BASE = "http://127.0.0.1:1"
 
 
 def search(universe: Universe, **params: str) -> dict:
-    return universe.respond({"method": "flickr.photos.search", **params}, BASE)
+    """A search with the extras harvester asks for, unless `params` say otherwise."""
+    return universe.respond({"method": "flickr.photos.search", "extras": EXTRAS, **params}, BASE)
 
 
 def ids(answer: dict) -> list[str]:
@@ -30,7 +32,27 @@ def test_search_answers_in_the_shape_of_real_flickr():
     for key in ("id", "owner", "secret", "server", "title", "license", "dateupload",
                 "ownername", "tags", "url_s", "height_s", "width_s", "url_m", "url_o"):
         assert key in photo, key
+    bare = search(Universe(seed=1, photos_per_tag={"cat": 30}), tags="cat", extras="url_s")
+    assert set(bare["photos"]["photo"][0]) == {
+        "id", "owner", "secret", "server", "farm", "title", "ispublic", "isfriend", "isfamily",
+        "url_s", "height_s", "width_s"}
     assert (answer["photos"]["total"], answer["photos"]["pages"]) == (30, 3)
+
+
+def test_tags_are_case_insensitive_and_sorts_are_orders():
+    universe = Universe(seed=1, photos_per_tag={"Cat": 80})
+    assert ids(search(universe, tags="CAT", per_page="100")) == ids(
+        search(universe, tags="cat", per_page="100"))
+    for order in ("date-posted", "interestingness"):
+        ascending = ids(search(universe, tags="cat", per_page="100", sort=f"{order}-asc"))
+        assert ascending[::-1] == ids(
+            search(universe, tags="cat", per_page="100", sort=f"{order}-desc"))
+
+
+def test_a_restarted_stand_in_serves_an_image_without_the_search_that_named_it():
+    photo = search(Universe(seed=5, photos_per_tag={"cat": 5}), tags="cat")["photos"]["photo"][0]
+    fresh = Universe(seed=5)  # knows no tags yet
+    assert fresh.image(photo["url_s"].removeprefix(BASE)) is not None
 
 
 def test_the_same_seed_makes_the_same_world_and_another_seed_another():
@@ -48,7 +70,13 @@ def test_pages_past_the_4000_cap_repeat_earlier_photos_while_total_keeps_its_pro
     for page in range(1, 9):
         seen |= set(ids(search(universe, tags="cat", per_page="500", page=str(page))))
     assert len(seen) == RESULT_CAP and len(ids(last_reachable)) == 500
-    assert set(ids(past_the_cap)) <= seen
+    assert len(ids(past_the_cap)) == 500 and set(ids(past_the_cap)) <= seen
+
+
+def test_pages_past_the_end_of_a_small_result_are_empty():
+    universe = Universe(seed=1, photos_per_tag={"cat": 150})
+    assert len(ids(search(universe, tags="cat", per_page="100", page="2"))) == 50
+    assert ids(search(universe, tags="cat", per_page="100", page="3")) == []
 
 
 def test_each_upload_date_window_has_its_own_cap():
@@ -110,16 +138,23 @@ def test_the_server_injects_every_fault_and_counts_what_it_served():
     faults = Faults(api_error_rate=0.5, image_fault_rate=1.0, seed=3)
     with StandIn(universe, faults=faults) as server:
         answers = [requests.post(server.rest_url, data={
-            "method": "flickr.photos.search", "tags": "cat", "per_page": "100",
+            "method": "flickr.photos.search", "tags": "cat", "per_page": "100", "extras": EXTRAS,
             "format": "json", "nojsoncallback": "1"}, timeout=5) for _ in range(30)]
         page = next(answer.json() for answer in answers
                     if answer.status_code == 200 and answer.json()["stat"] == "ok")
-        kinds = {}
+        kinds: dict = {}
         for photo in page["photos"]["photo"]:
-            response = requests.get(photo["url_s"], timeout=5)
-            kinds[faults.image_fault(photo["id"])] = response
+            try:
+                response = requests.get(photo["url_s"], timeout=5)
+            except requests.exceptions.ChunkedEncodingError as error:
+                response = error
+            kinds.setdefault(faults.image_fault(photo["id"]), (photo["url_s"], response))
         assert server.api_calls["flickr.photos.search"] == 30
         assert server.image_requests.total() == 100
+        # The passing faults pass: a second request for the same photo works.
+        for kind in ("flaky", "reset"):
+            assert requests.get(kinds[kind][0], timeout=5).status_code == 200
+        kinds = {kind: response for kind, (_, response) in kinds.items()}
     assert {answer.status_code for answer in answers} == {200, 500, 429}
     assert {answer.json().get("code") for answer in answers if answer.status_code == 200} == {
         None, 105, 201}
@@ -130,3 +165,5 @@ def test_the_server_injects_every_fault_and_counts_what_it_served():
     assert kinds["not_image"].content.startswith(b"<html>")
     truncated = kinds["truncated"].content
     assert truncated.startswith(b"\xff\xd8") and not truncated.endswith(b"\xff\xd9")
+    assert kinds["flaky"].status_code == 503
+    assert isinstance(kinds["reset"], requests.exceptions.ChunkedEncodingError)
