@@ -1,4 +1,4 @@
-"""Open the state database from schema.sql; small read-only query helpers."""
+"""Open the state database from schema.sql; query helpers and the log of runs and API calls."""
 
 from __future__ import annotations
 
