@@ -131,8 +131,9 @@ def complete_stages(
     # A photo lost in download or resize, or found by a second class's search, shrinks its
     # class's window: search again for a replacement, until no stage has anything to do.
     # One watch over the image host for the whole run, so a dead host is noticed however
-    # few photos each round tries.
+    # few photos each round tries; one session, so connections stay pooled across rounds.
     host = download.HostWatch(config.download)
+    session = session or download.make_session(config.download)
     while True:
         pages = search.fill(db, client, config, sink)
         moved = download.run(db, config, sink, host, session) + resize.run(db, config, sink)
