@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS photos (
     owner_name   TEXT,
     license      TEXT,
     title        TEXT,
-    tags         TEXT,
+    page_url     TEXT,                  -- the photo's Flickr page, for attribution
+    tags         TEXT,                  -- space-separated, as Flickr normalises them
     date_upload  INTEGER,               -- unix time
     reason       TEXT,                  -- why it failed or was rejected
     attempts     INTEGER NOT NULL DEFAULT 0,
@@ -36,16 +37,29 @@ CREATE TABLE IF NOT EXISTS photos (
 CREATE INDEX IF NOT EXISTS photos_class_state_order ON photos (class, state, found_order);
 CREATE INDEX IF NOT EXISTS photos_class_order ON photos (class, found_order);
 
--- Where search stands for each class and query, so it resumes mid-class.
-CREATE TABLE IF NOT EXISTS search_cursors (
-    class       TEXT NOT NULL,
-    tags        TEXT NOT NULL,          -- the query's tags parameter
-    next_page   INTEGER NOT NULL DEFAULT 1,
-    pages       INTEGER,                -- as Flickr last reported
-    total       INTEGER,                -- as Flickr last reported
-    exhausted   INTEGER NOT NULL DEFAULT 0,
-    updated_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-    PRIMARY KEY (class, tags)
+-- Where search stands. Each class has one query; Flickr serves at most 4,000 results of a
+-- query, so a query holding more is walked in upload-date windows that each hold fewer.
+-- The first window is the whole range; when it holds too many it is `split`, and windows
+-- are cut off it one after the other, each sized from the last one's count. A resumed
+-- search continues in the window and at the page it stopped at.
+CREATE TABLE IF NOT EXISTS search_windows (
+    window_id      INTEGER PRIMARY KEY,
+    class          TEXT NOT NULL,
+    uploaded_from  INTEGER NOT NULL,    -- min_upload_date, unix time, inclusive
+    uploaded_to    INTEGER NOT NULL,    -- max_upload_date, unix time, inclusive
+    state          TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'split', 'done')),
+    next_page      INTEGER NOT NULL DEFAULT 1,
+    pages          INTEGER,             -- as Flickr last reported
+    total          INTEGER,             -- as Flickr last reported
+    updated_at     TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    UNIQUE (class, uploaded_from, uploaded_to)
+);
+
+-- Flickr's licenses (flickr.photos.licenses.getInfo), fetched once per harvest.
+CREATE TABLE IF NOT EXISTS licenses (
+    license_id  TEXT PRIMARY KEY,       -- as in photos.license
+    name        TEXT NOT NULL,
+    url         TEXT
 );
 
 -- One row per `harvester run`/`resume`: the config it ran with (never secrets) and how it ended.
@@ -58,17 +72,22 @@ CREATE TABLE IF NOT EXISTS runs (
     outcome     TEXT                    -- complete, shortfall, stopped, interrupted
 );
 
--- Every Flickr API call, by run and method: what the quota is spent on.
+-- Every Flickr API call, logged as it is made: what the quota is spent on, and what the
+-- calls-per-hour limit counts, across runs.
 CREATE TABLE IF NOT EXISTS api_calls (
-    run_id  INTEGER NOT NULL REFERENCES runs (run_id),
-    method  TEXT NOT NULL,
-    calls   INTEGER NOT NULL DEFAULT 0,
-    errors  INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (run_id, method)
+    call_id  INTEGER PRIMARY KEY,
+    run_id   INTEGER NOT NULL REFERENCES runs (run_id),
+    method   TEXT NOT NULL,
+    made_at  REAL NOT NULL,             -- unix time
+    failed   INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX IF NOT EXISTS api_calls_made_at ON api_calls (made_at);
 
 CREATE VIEW IF NOT EXISTS progress AS
     SELECT class, state, count(*) AS photos
     FROM photos
     GROUP BY class, state
     ORDER BY class, state;
+
+-- The layout above; a database of another version is refused rather than misread.
+PRAGMA user_version = 2;

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,7 @@ from harvester import db as queries
 from harvester.config import Config, ConfigError, load_config
 from harvester.demo import DemoFolderUnusable, run_demo
 from harvester.download import ImageHostFailing
+from harvester.export import run_lines
 from harvester.flickr import FlickrFailure
 from harvester.pipeline import (
     Credentials,
@@ -133,9 +135,12 @@ def status(
     for name, row in report["classes"].items():
         for reason, photos in row["reasons"].items():
             out.print(f"  {name}: {photos} {reason}")
-    if report["api_calls"]:
-        calls = ", ".join(f"{method} {count}" for method, count in report["api_calls"].items())
-        out.print(f"Flickr API calls (all runs): {calls}")
+    out.print("Flickr API calls, by run:")
+    for line in run_lines(report["runs"]) or ["none"]:
+        out.print(f"  {line}", highlight=False)
+    quota = report["quota"]
+    out.print(f"Quota: {quota['calls_last_hour']} of {quota['calls_per_hour']} calls "
+              "used in the last hour")
 
 
 @app.command("export")
@@ -170,6 +175,8 @@ def status_report(config: Config) -> dict[str, Any]:
         states = queries.state_counts(db)
         reasons = queries.reason_counts(db)
         calls = queries.api_call_counts(db)
+        runs = queries.runs(db)
+        last_hour = queries.calls_in_last_hour(db, time.time())
     finally:
         db.close()
     classes = {}
@@ -182,7 +189,13 @@ def status_report(config: Config) -> dict[str, Any]:
             "left": max(0, spec.count - counts["assigned"]),
             "reasons": reasons.get(spec.name, {}),
         }
-    return {"output_dir": str(config.output_dir), "classes": classes, "api_calls": calls}
+    return {
+        "output_dir": str(config.output_dir),
+        "classes": classes,
+        "api_calls": calls,  # all runs
+        "runs": runs,
+        "quota": {"calls_per_hour": config.flickr.calls_per_hour, "calls_last_hour": last_hour},
+    }
 
 
 def _harvest(config_path: Path, command: str) -> None:
@@ -206,7 +219,8 @@ def _report(outcome: Outcome) -> None:
     out.print(f"Archive: {outcome.output_dir / 'dataset.tgz'}; "
               f"report: {outcome.output_dir / 'summary.txt'}")
     calls = sum(outcome.api_calls.values())
-    out.print(f"Flickr API calls this run: {calls}")
+    by_method = ", ".join(f"{method} {count}" for method, count in outcome.api_calls.items())
+    out.print(f"Flickr API calls this run: {calls}" + (f" ({by_method})" if calls else ""))
     for name, missing in outcome.shortfalls.items():
         err.print(f"[yellow]shortfall:[/] {name} has {outcome.wanted[name] - missing} of "
                   f"{outcome.wanted[name]} photos: Flickr had no more.")

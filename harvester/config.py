@@ -6,8 +6,9 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +32,12 @@ RESERVED_NAMES = frozenset({
     "urls_data.json", "summary.txt", "dataset.tgz", "config.yaml",
 })
 MAX_COUNT = 10_000_000
+# The flickr: keys that decide which photos a search finds, and so the dataset.
+SEARCH_DEFINING = (
+    "license", "sort", "safe_search", "content_types", "min_upload_date", "max_upload_date",
+    "per_page",
+)
+AMBIGUOUS_POLICIES = ("reject", "first_class")
 MAX_SECONDS = 3600.0
 
 
@@ -47,7 +54,26 @@ class ConfigError(Exception):
 class ClassSpec:
     name: str
     count: int
-    tags: tuple[str, ...]
+    tags: tuple[str, ...]  # as Flickr takes them: a leading '-' excludes photos with that tag
+    tag_mode: Literal["any", "all"] = "any"  # a photo needs any one, or all, of the other tags
+
+    @property
+    def query(self) -> str:
+        """The `tags` parameter of the class's search."""
+        return ",".join(self.tags)
+
+    def matches(self, photo_tags: Iterable[str]) -> bool:
+        """Whether a photo with these (Flickr-normalised) tags is one this class searches for."""
+        have = set(photo_tags)
+        wanted = [normalise_tag(tag) for tag in self.tags if not tag.startswith("-")]
+        unwanted = {normalise_tag(tag[1:]) for tag in self.tags if tag.startswith("-")}
+        found = all if self.tag_mode == "all" else any
+        return found(tag in have for tag in wanted) and not have & unwanted
+
+
+def normalise_tag(tag: str) -> str:
+    """A tag as Flickr lists it in a photo's `tags`: lower case, no spaces or punctuation."""
+    return "".join(char for char in tag.lower() if char.isalnum() or char in ":=")
 
 
 @dataclass(frozen=True)
@@ -68,12 +94,15 @@ class SplitSpec:
 
 @dataclass(frozen=True)
 class FlickrSpec:
-    licenses: tuple[int, ...] = ()  # empty: any license
+    license: tuple[int, ...] = ()  # license ids to accept; empty: any license
     sort: str = "relevance"
     safe_search: int = 1
-    content_type: int = 1
+    content_types: tuple[int, ...] = (0,)  # 0 photos, 1 screenshots, 2 other, 3 virtual photos
+    min_upload_date: int | None = None  # unix time, inclusive; None: since Flickr began
+    max_upload_date: int | None = None  # unix time, inclusive; None: when the harvest began
     per_page: int = 500
-    retries: int = 5
+    calls_per_hour: int = 3600  # the API key's quota, shared by every run of the harvest
+    retries: int = 5  # after the first try, as the seed's scripts did
     retry_backoff: float = 1.0  # seconds before the first retry; doubles each time
     timeout: float = 30.0
 
@@ -108,6 +137,9 @@ class Config:
     image: ImageSpec = ImageSpec()
     download: DownloadSpec = DownloadSpec()
     resize: ResizeSpec = ResizeSpec()
+    # A photo whose tags match two classes: "reject" it from both, or keep it in the
+    # "first_class" of the config that it matches.
+    ambiguous_photos: Literal["reject", "first_class"] = "reject"
 
     @property
     def database_path(self) -> Path:
@@ -125,9 +157,10 @@ class Config:
             "flickr": {
                 key: value
                 for key, value in dataclasses.asdict(self.flickr).items()
-                # per_page too: the search cursor counts pages of this size.
-                if key in ("licenses", "sort", "safe_search", "content_type", "per_page")
+                # per_page too: the search cursors count pages of this size.
+                if key in SEARCH_DEFINING
             },
+            "ambiguous_photos": self.ambiguous_photos,
         }
 
 
@@ -153,7 +186,8 @@ def parse_config(raw: Any, source: Path) -> Config:
     _no_unknown_keys(
         top,
         "",
-        {"output_dir", "classes", "train_test_split", "flickr", "image", "download", "resize"},
+        {"output_dir", "classes", "train_test_split", "flickr", "image", "download", "resize",
+         "ambiguous_photos"},
     )
     _require(top, "", ("classes", "train_test_split"))
     output_dir = Path(_string(top.get("output_dir", "outputs"), "output_dir"))
@@ -168,6 +202,11 @@ def parse_config(raw: Any, source: Path) -> Config:
                 f"{int(split.test_size)} test photos leave no training photos "
                 f"for class {spec.name!r} (count {spec.count})",
             )
+    ambiguous = top.get("ambiguous_photos", "reject")
+    if ambiguous not in AMBIGUOUS_POLICIES:
+        raise ConfigError(
+            "ambiguous_photos", f"{ambiguous!r} is not one of {', '.join(AMBIGUOUS_POLICIES)}"
+        )
     return Config(
         source=source,
         output_dir=output_dir,
@@ -177,6 +216,7 @@ def parse_config(raw: Any, source: Path) -> Config:
         image=_image(top.get("image", {})),
         download=_download(top.get("download", {})),
         resize=_resize(top.get("resize", {})),
+        ambiguous_photos=ambiguous,
     )
 
 
@@ -187,7 +227,7 @@ def _classes(raw: Any) -> tuple[ClassSpec, ...]:
     for index, item in enumerate(raw):
         key = f"classes[{index}]"
         entry = _mapping(item, key)
-        _no_unknown_keys(entry, key, {"name", "count", "tags"})
+        _no_unknown_keys(entry, key, {"name", "count", "tags", "tag_mode"})
         _require(entry, key, ("name", "count"))
         name = _string(entry["name"], f"{key}.name")
         if not CLASS_NAME.match(name) or name in (".", ".."):
@@ -203,7 +243,10 @@ def _classes(raw: Any) -> tuple[ClassSpec, ...]:
             raise ConfigError(f"{key}.name", f"duplicate class name {name!r}")
         count = _integer(entry["count"], f"{key}.count", minimum=1, maximum=MAX_COUNT)
         tags = _tags(entry.get("tags", [name]), f"{key}.tags")
-        specs.append(ClassSpec(name=name, count=count, tags=tags))
+        tag_mode = entry.get("tag_mode", "any")
+        if tag_mode not in ("any", "all"):
+            raise ConfigError(f"{key}.tag_mode", f"{tag_mode!r} is not 'any' or 'all'")
+        specs.append(ClassSpec(name=name, count=count, tags=tags, tag_mode=tag_mode))
     return tuple(specs)
 
 
@@ -215,11 +258,15 @@ def _tags(raw: Any, key: str) -> tuple[str, ...]:
     tags = []
     for index, tag in enumerate(raw):
         tag = _string(tag, f"{key}[{index}]").strip()
-        if not tag or "," in tag:
-            raise ConfigError(f"{key}[{index}]", f"{tag!r} is not a tag (empty or has a comma)")
+        if not normalise_tag(tag.removeprefix("-")) or "," in tag:
+            raise ConfigError(
+                f"{key}[{index}]", f"{tag!r} is not a tag (empty, only punctuation, or a comma)"
+            )
         tags.append(tag)
-    if len(set(tags)) != len(tags):
+    if len({normalise_tag(tag) for tag in tags}) != len(tags):
         raise ConfigError(key, "lists a tag twice")
+    if all(tag.startswith("-") for tag in tags):
+        raise ConfigError(key, "needs a tag to search for, not only tags to exclude ('-tag')")
     return tuple(tags)
 
 
@@ -252,25 +299,36 @@ def _flickr(raw: Any) -> FlickrSpec:
     entry = _mapping(raw, key)
     defaults = FlickrSpec()
     _no_unknown_keys(entry, key, {field.name for field in dataclasses.fields(FlickrSpec)})
-    licenses = entry.get("licenses", [])
-    if not isinstance(licenses, list):
-        raise ConfigError(f"{key}.licenses", "must be a list of Flickr license ids, like [4, 5, 9]")
     sort = entry.get("sort", defaults.sort)
     if sort not in FLICKR_SORTS:
         raise ConfigError(f"{key}.sort", f"{sort!r} is not one of {', '.join(FLICKR_SORTS)}")
+    content_types = _id_list(
+        entry.get("content_types", list(defaults.content_types)), f"{key}.content_types", 3,
+        "a list of Flickr content types (0 photos, 1 screenshots, 2 other, 3 virtual photos)",
+    )
+    if not content_types:
+        raise ConfigError(f"{key}.content_types", "must name at least one content type")
+    uploaded_from = _upload_date(entry.get("min_upload_date"), f"{key}.min_upload_date", False)
+    uploaded_to = _upload_date(entry.get("max_upload_date"), f"{key}.max_upload_date", True)
+    if uploaded_from is not None and uploaded_to is not None and uploaded_from > uploaded_to:
+        raise ConfigError(f"{key}.max_upload_date", "is before min_upload_date")
     return FlickrSpec(
-        licenses=tuple(
-            _integer(value, f"{key}.licenses[{index}]", minimum=0)
-            for index, value in enumerate(licenses)
+        license=_id_list(
+            entry.get("license", []), f"{key}.license", None,
+            "a list of Flickr license ids, like [4, 5, 9, 10]",
         ),
         sort=sort,
         safe_search=_integer(
             entry.get("safe_search", defaults.safe_search), f"{key}.safe_search", 1, 3
         ),
-        content_type=_integer(
-            entry.get("content_type", defaults.content_type), f"{key}.content_type", 1, 7
-        ),
+        content_types=content_types,
+        min_upload_date=uploaded_from,
+        max_upload_date=uploaded_to,
         per_page=_integer(entry.get("per_page", defaults.per_page), f"{key}.per_page", 1, 500),
+        calls_per_hour=_integer(
+            entry.get("calls_per_hour", defaults.calls_per_hour), f"{key}.calls_per_hour", 1,
+            1_000_000,
+        ),
         retries=_integer(entry.get("retries", defaults.retries), f"{key}.retries", 0, 20),
         retry_backoff=_number(
             entry.get("retry_backoff", defaults.retry_backoff), f"{key}.retry_backoff", 0, 600
@@ -278,6 +336,41 @@ def _flickr(raw: Any) -> FlickrSpec:
         timeout=_number(entry.get("timeout", defaults.timeout), f"{key}.timeout", 0.1,
                         MAX_SECONDS),
     )
+
+
+def _id_list(raw: Any, key: str, maximum: int | None, what: str) -> tuple[int, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(key, f"must be {what}")
+    ids = tuple(
+        _integer(value, f"{key}[{index}]", 0, maximum) for index, value in enumerate(raw)
+    )
+    if len(set(ids)) != len(ids):
+        raise ConfigError(key, "lists an id twice")
+    return ids
+
+
+def _upload_date(raw: Any, key: str, end_of_day: bool) -> int | None:
+    """An upload date as unix time: from a date (2015-06-30), a datetime, or unix seconds.
+
+    A bare date as the end of a range means the whole of that day.
+    """
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = (datetime.fromisoformat(raw) if "T" in raw or " " in raw.strip()
+                   else date.fromisoformat(raw))
+        except ValueError:
+            raise ConfigError(key, f"{raw!r} is not a date like 2015-06-30") from None
+    if isinstance(raw, datetime):
+        moment = raw if raw.tzinfo else raw.replace(tzinfo=UTC)
+    elif isinstance(raw, date):
+        moment = datetime.combine(raw, time.max if end_of_day else time.min, tzinfo=UTC)
+    elif isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+        return raw
+    else:
+        raise ConfigError(key, f"must be a date like 2015-06-30, not {_kind(raw)}")
+    return int(moment.timestamp())
 
 
 def _image(raw: Any) -> ImageSpec:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import sqlite3
 from collections import defaultdict
 from importlib.resources import files
 from pathlib import Path
@@ -13,6 +15,11 @@ from sqlite_utils import Database
 from harvester.config import ClassSpec
 
 SCHEMA = files("harvester").joinpath("schema.sql").read_text(encoding="utf-8")
+SCHEMA_VERSION = int(re.search(r"PRAGMA user_version = (\d+)", SCHEMA).group(1))  # type: ignore[union-attr]
+
+
+class UnusableDatabase(Exception):
+    """The harvest database is not one this harvester can read."""
 
 
 def open_database(path: Path | None) -> Database:
@@ -22,10 +29,22 @@ def open_database(path: Path | None) -> Database:
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = Database(path)
-        db.enable_wal()
-        # NORMAL is crash-safe in WAL mode: a killed process loses nothing committed.
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=10000")
+        try:
+            db.enable_wal()
+            # NORMAL is crash-safe in WAL mode: a killed process loses nothing committed.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=10000")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = db.table_names()
+        except sqlite3.DatabaseError as error:
+            db.close()
+            raise UnusableDatabase(f"{path} is not a harvest database ({error})") from None
+        if tables and version != SCHEMA_VERSION:
+            db.close()
+            raise UnusableDatabase(
+                f"{path} was made by another version of harvester (layout {version}, this one "
+                f"reads {SCHEMA_VERSION}): set a new output_dir to start the harvest again"
+            )
     db.executescript(SCHEMA)
     return db
 
@@ -74,11 +93,33 @@ def api_call_counts(db: Database, run_id: int | None = None) -> dict[str, int]:
     return {
         row["method"]: row["calls"]
         for row in db.query(
-            f"SELECT method, sum(calls) AS calls FROM api_calls {where} "
+            f"SELECT method, count(*) AS calls FROM api_calls {where} "
             "GROUP BY method ORDER BY method",
             params,
         )
     }
+
+
+def runs(db: Database) -> list[dict[str, Any]]:
+    """Every run, oldest first, with its Flickr API calls by method."""
+    calls: dict[int, dict[str, int]] = defaultdict(dict)
+    for row in db.query(
+        "SELECT run_id, method, count(*) AS calls FROM api_calls GROUP BY run_id, method "
+        "ORDER BY run_id, method"
+    ):
+        calls[row["run_id"]][row["method"]] = row["calls"]
+    return [
+        {**row, "api_calls": calls.get(row["run_id"], {})}
+        for row in db.query(
+            "SELECT run_id, command, started_at, finished_at, outcome FROM runs ORDER BY run_id"
+        )
+    ]
+
+
+def calls_in_last_hour(db: Database, now: float) -> int:
+    return db.execute(
+        "SELECT count(*) FROM api_calls WHERE made_at > ?", [now - 3600]
+    ).fetchone()[0]
 
 
 def start_run(db: Database, command: str, definition: dict[str, Any]) -> int:
@@ -103,21 +144,25 @@ def harvest_definition(db: Database) -> dict[str, Any] | None:
     return json.loads(rows[0]["config"]) if rows else None
 
 
-def count_api_call(db: Database, run_id: int, method: str, failed: bool) -> None:
-    db.execute(
-        """INSERT INTO api_calls (run_id, method, calls, errors) VALUES (?, ?, 1, ?)
-           ON CONFLICT (run_id, method)
-           DO UPDATE SET calls = calls + 1, errors = errors + excluded.errors""",
-        [run_id, method, int(failed)],
-    )
-
-
 def class_exhausted(db: Database, spec: ClassSpec) -> bool:
-    """Whether every query of the class has run out of pages."""
-    placeholders = ", ".join("?" for _ in spec.tags)
-    done = db.execute(
-        f"SELECT count(*) FROM search_cursors WHERE class = ? AND tags IN ({placeholders}) "
-        "AND exhausted",
-        [spec.name, *spec.tags],
-    ).fetchone()[0]
-    return done == len(spec.tags)
+    """Whether the class's search has walked every upload date it had: Flickr has no more."""
+    windows = list(db.query(
+        "SELECT uploaded_to - uploaded_from + 1 AS seconds, state FROM search_windows "
+        "WHERE class = ? ORDER BY seconds DESC", [spec.name]))
+    if not windows:
+        return False
+    whole, *cut = windows
+    if whole["state"] != "split":
+        return whole["state"] == "done"
+    # Walked windows never overlap: together they cover the range once it is all walked.
+    return sum(window["seconds"] for window in cut if window["state"] == "done") == whole[
+        "seconds"]
+
+
+def store_licenses(db: Database, licenses: list[dict[str, str | None]]) -> None:
+    """Flickr's license list: rows of license_id, name and url."""
+    db["licenses"].insert_all(licenses, replace=True)
+
+
+def license_names(db: Database) -> dict[str, str]:
+    return {row["license_id"]: row["name"] for row in db.query("SELECT * FROM licenses")}

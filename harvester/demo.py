@@ -23,7 +23,7 @@ DEMO_CONFIG = {
         {"name": "ocean", "count": 300, "tags": ["ocean"]},
     ],
     "train_test_split": {"seed": 42, "type": "proportional", "test_size": 0.1},
-    "flickr": {"licenses": [4, 5, 9, 10]},
+    "flickr": {"license": [4, 5, 9, 10]},
 }
 DEMO_UNIVERSE = {"seed": 2026, "photos_per_tag": {"sunset": 2400, "forest": 2400, "ocean": 2400},
                  "overlap": 0.02}

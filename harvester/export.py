@@ -86,10 +86,21 @@ def summary_text(db: Database, config: Config) -> str:
     for name, by_reason in reasons.items():
         for reason, photos in by_reason.items():
             lines.append(f"  {name}  {reason}  {photos}")
-    lines += ["", "Flickr API calls, all runs:"]
-    calls = queries.api_call_counts(db)
-    lines += [f"  {method}  {count}" for method, count in calls.items()] or ["  none"]
+    lines += ["", "Flickr API calls, by run:"]
+    lines += [f"  {line}" for line in run_lines(queries.runs(db))] or ["  none"]
     return "\n".join(lines) + "\n"
+
+
+def run_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """One line per run: when, how it ended, and its Flickr API calls by method."""
+    lines = []
+    for run in runs:
+        # No outcome: the run still going (the last), or one killed before it could say.
+        ended = run["outcome"] or ("running" if run is runs[-1] else "killed")
+        calls = ", ".join(f"{method} {count}" for method, count in run["api_calls"].items())
+        lines.append(f"run {run['run_id']} ({run['command']}, "
+                     f"{run['started_at'][:19].replace('T', ' ')}, {ended}): {calls or 'no calls'}")
+    return lines
 
 
 def write_archive(db: Database, config: Config, target: Path, sink: ProgressSink) -> None:

@@ -19,12 +19,14 @@ from tenacity import (
     wait_random,
 )
 
-from harvester.config import FlickrSpec
+from harvester.config import ClassSpec, FlickrSpec
+from harvester.quota import Quota
 
 DEFAULT_REST_URL = "https://api.flickr.com/services/rest/"
 # Renditions whose url, width and height come with the search `extras`, smallest first.
 # https://www.flickr.com/services/api/misc.urls.html
-SIZE_SUFFIXES = ("s", "n", "w", "m", "z", "c", "l", "h", "k", "o")
+# (The square crops sq and q are left out: a crop would change what the photo shows.)
+SIZE_SUFFIXES = ("t", "s", "n", "w", "m", "z", "c", "l", "h", "k", "o")
 EXTRAS = ",".join(
     ["license", "date_upload", "owner_name", "tags", "media"]
     + [f"url_{suffix}" for suffix in SIZE_SUFFIXES]
@@ -63,6 +65,7 @@ class FoundPhoto:
     owner_name: str | None
     license: str | None
     title: str | None
+    page_url: str | None  # the photo's page on Flickr, for attribution
     tags: str | None
     date_upload: int | None
     url: str | None  # the rendition to download; None when no size is large enough
@@ -79,6 +82,13 @@ class SearchPage:
     malformed: int  # records without a usable id, skipped
 
 
+@dataclass(frozen=True)
+class License:
+    license_id: str
+    name: str
+    url: str | None
+
+
 class FlickrClient:
     def __init__(
         self,
@@ -86,50 +96,57 @@ class FlickrClient:
         api_secret: str,
         spec: FlickrSpec,
         rest_url: str | None = None,
-        on_call: Callable[[str, bool], None] | None = None,
+        quota: Quota | None = None,
     ) -> None:
         self._api = flickrapi.FlickrAPI(
             api_key, api_secret, format="parsed-json", store_token=False, timeout=spec.timeout
         )
         self._api.REST_URL = rest_url or DEFAULT_REST_URL
         self._spec = spec
-        self._on_call = on_call or (lambda method, failed: None)
+        self._quota = quota
 
-    def search(self, tags: str, page: int, longest_side: int) -> SearchPage:
+    def search(
+        self, spec: ClassSpec, uploaded: tuple[int, int], page: int, longest_side: int
+    ) -> SearchPage:
+        """One page of the class's query among photos uploaded in `uploaded` (inclusive)."""
         params: dict[str, Any] = {
-            "tags": tags,
-            "tag_mode": "any",
+            "tags": spec.query,
+            "tag_mode": spec.tag_mode,
+            "min_upload_date": uploaded[0],
+            "max_upload_date": uploaded[1],
             "page": page,
             "per_page": self._spec.per_page,
             "media": "photos",
             "extras": EXTRAS,
             "sort": self._spec.sort,
             "safe_search": self._spec.safe_search,
-            "content_type": self._spec.content_type,
+            "content_types": ",".join(map(str, self._spec.content_types)),
         }
-        if self._spec.licenses:
-            params["license"] = ",".join(map(str, self._spec.licenses))
+        if self._spec.license:
+            params["license"] = ",".join(map(str, self._spec.license))
         return self._call(
             "flickr.photos.search", lambda body: parse_search_page(body, longest_side), params
         )
+
+    def licenses(self) -> list[License]:
+        return self._call("flickr.photos.licenses.getInfo", parse_licenses, {})
 
     def _call(
         self, method: str, parse: Callable[[Mapping[str, Any]], Any], params: dict[str, Any]
     ) -> Any:
         def attempt() -> Any:
+            call_id = self._quota.spend(method) if self._quota else None
             try:
                 body = self._api.do_flickr_call(method, **params)
-                result = parse(body)
+                return parse(body)
             except (flickrapi.FlickrError, requests.RequestException, MalformedResponse):
-                self._on_call(method, True)
+                self._failed(call_id)
                 raise
             except (KeyError, TypeError, AttributeError, ValueError) as error:
                 # An answer of a shape neither flickrapi nor we expect: retried like garbage.
-                self._on_call(method, True)
+                self._failed(call_id)
                 raise MalformedResponse(f"unexpected answer ({type(error).__name__}: {error})"
                                         ) from error
-            self._on_call(method, False)
-            return result
 
         retrying = Retrying(
             stop=stop_after_attempt(self._spec.retries + 1),
@@ -148,6 +165,11 @@ class FlickrClient:
             raise FlickrUnavailable(
                 f"{method} failed {self._spec.retries + 1} times; last error: {error}"
             ) from None
+
+
+    def _failed(self, call_id: int | None) -> None:
+        if self._quota and call_id is not None:
+            self._quota.failed(call_id)
 
 
 def is_transient(error: BaseException) -> bool:
@@ -218,12 +240,32 @@ def parse_photo(record: Any, longest_side: int) -> FoundPhoto | None:
         owner_name=_text(record.get("ownername")),
         license=_text(record.get("license")),
         title=_text(record.get("title")),
+        page_url=photo_page(record.get("owner"), str(photo_id)),
         tags=_text(record.get("tags")),
         date_upload=_int(record.get("dateupload")),
         url=url,
         url_width=width,
         url_height=height,
     )
+
+
+def photo_page(owner: Any, photo_id: str) -> str | None:
+    if not isinstance(owner, str) or not owner:
+        return None
+    return f"https://www.flickr.com/photos/{owner}/{photo_id}"
+
+
+def parse_licenses(body: Mapping[str, Any]) -> list[License]:
+    licenses = body.get("licenses") if isinstance(body, Mapping) else None
+    records = licenses.get("license") if isinstance(licenses, Mapping) else None
+    if not isinstance(records, list):
+        raise MalformedResponse("licenses answer has no license list")
+    return [
+        License(license_id=str(record["id"]), name=str(record["name"]),
+                url=_text(record.get("url")) or None)
+        for record in records
+        if isinstance(record, Mapping) and "id" in record and record.get("name")
+    ]
 
 
 def pick_rendition(record: Mapping[str, Any], longest_side: int) -> tuple[str, int, int] | None:

@@ -17,6 +17,7 @@ from harvester.config import Config, ConfigError
 from harvester.files import Locked, exclusive
 from harvester.flickr import DEFAULT_REST_URL, FlickrClient
 from harvester.progress import ProgressSink, Silent
+from harvester.quota import Quota
 
 LOCK_FILE = "harvest.lock"
 
@@ -105,17 +106,19 @@ def harvest_locked(
                 credentials.api_secret,
                 config.flickr,
                 rest_url=credentials.rest_url,
-                on_call=lambda method, failed: queries.count_api_call(db, run_id, method, failed),
+                quota=Quota(db, run_id, config.flickr.calls_per_hour),
             )
             complete_stages(db, config, client, sink, session)
             outcome = _outcome(db, config, run_id)
+            # Ended before the export, so the summary it writes tells how this run ended.
+            queries.finish_run(db, run_id, "shortfall" if outcome.shortfalls else "complete")
+            export.run(db, config, sink)
         except KeyboardInterrupt:
             queries.finish_run(db, run_id, "interrupted")
             raise
         except BaseException:
             queries.finish_run(db, run_id, "stopped")
             raise
-        queries.finish_run(db, run_id, "shortfall" if outcome.shortfalls else "complete")
         return outcome
     finally:
         db.close()
@@ -140,7 +143,6 @@ def complete_stages(
         if not pages and not moved:
             break
     assign.run(db, config)
-    export.run(db, config, sink)
 
 
 def export_only(config: Config) -> list[Path]:

@@ -30,8 +30,8 @@ from PIL import Image, ImageDraw
 
 RESULT_CAP = 4000  # Flickr serves the first 4,000 results of any query, then repeats
 # Rendition key -> (longest side, URL file suffix), as Flickr names them.
-RENDITIONS = {"s": (240, "_m"), "n": (320, "_n"), "m": (500, ""), "z": (640, "_z"),
-              "l": (1024, "_b"), "o": (0, "_o")}  # 0: the original's own size
+RENDITIONS = {"t": (100, "_t"), "s": (240, "_m"), "n": (320, "_n"), "m": (500, ""),
+              "z": (640, "_z"), "l": (1024, "_b"), "o": (0, "_o")}  # 0: the original's own size
 SUFFIX_TO_SIZE = {suffix: key for key, (_, suffix) in RENDITIONS.items()}
 IMAGE_PATH = re.compile(
     r"^/(?P<server>\d+)/(?P<id>\d+)_(?P<secret>[0-9a-f]+)(?P<suffix>_[a-z])?\.jpg$"
@@ -58,6 +58,10 @@ LICENSES = [
     (15, "CC BY-NC-SA 4.0", "https://creativecommons.org/licenses/by-nc-sa/4.0/"),
     (16, "CC BY-NC-ND 4.0", "https://creativecommons.org/licenses/by-nc-nd/4.0/"),
 ]
+# Flickr's content_types: 0 photo, 1 screenshot, 2 other, 3 virtual photo (none here).
+CONTENT_TYPES = (0, 1, 2, 3)
+# Parameters of an API call that are transport and signature, not the question asked.
+UNLOGGED = ("api_sig", "api_key", "format", "nojsoncallback")
 HUE_SERVER = 1000  # a photo's `server` is HUE_SERVER + the hue its image is drawn in
 UPLOAD_RANGE = (1_104_537_600, 1_735_689_600)  # 2005 .. 2025
 
@@ -72,18 +76,30 @@ class Universe:
     `overlap` is the share of each tag's photos that also carry the next tag of
     `photos_per_tag` (the last wraps to the first): photos a harvest finds for two
     classes. `api_key`, when set, is the only key accepted (others get code 100).
+
+    `drift` makes paging drift as Flickr's does while photos are uploaded and deleted
+    between calls: each search shifts its page back by 0..drift results (drawn by call
+    number, so the same calls drift the same way) and adds as many to `total`, so
+    consecutive pages repeat or skip a few photos. `recent_bias` crowds upload dates
+    towards the end of UPLOAD_RANGE, as far more photos went up in later years: 0 spreads
+    them evenly, 2 puts seven in eight in the later half.
     """
 
     def __init__(self, seed: int = 0, photos_per_tag: Mapping[str, int] | None = None,
                  default_photos: int = 1000, overlap: float = 0.0,
-                 api_key: str | None = None) -> None:
+                 api_key: str | None = None, drift: int = 0, recent_bias: float = 0.0) -> None:
+        if drift < 0 or recent_bias < 0:
+            raise ValueError("drift and recent_bias cannot be negative")
         self.seed = seed
         # Flickr's tags are case-insensitive.
         self.photos_per_tag = {tag.lower(): n for tag, n in (photos_per_tag or {}).items()}
         self.default_photos = default_photos
         self.overlap = overlap
         self.api_key = api_key
+        self.drift = drift
+        self.recent_bias = recent_bias
         self._tags_of: dict[str, list[str]] = {}  # photo id -> its tags, its own first
+        self._searches = 0  # search calls answered so far: what each one's drift is drawn by
         self._lock = threading.Lock()
         for tag in self.photos_per_tag:  # every record then lists all its tags from the start
             self._tag_photos(tag)
@@ -102,28 +118,38 @@ class Universe:
         return fail(112, f'Method "{method}" not found')
 
     def search(self, params: Mapping[str, str], image_base_url: str) -> dict[str, Any]:
-        tags = [tag.strip().lower() for tag in params.get("tags", "").split(",") if tag.strip()]
-        if not tags:
+        named = [tag.strip().lower() for tag in params.get("tags", "").split(",")]
+        tags = tuple(tag for tag in named if tag and not tag.startswith("-"))
+        # "-cartoon": no photo carrying that tag, whichever of the wanted tags it has.
+        excluded = tuple(sorted({tag[1:].strip() for tag in named
+                                 if tag.startswith("-") and tag[1:].strip()}))
+        if not tags:  # exclusions alone are no question to Flickr either
             return fail(3, "Parameterless searches have been disabled. "
                            "Please use flickr.photos.getRecent instead.")
         per_page = min(max(_int(params.get("per_page"), 100), 1), 500)
         page = max(_int(params.get("page"), 1), 1)
+        kinds = {value.strip() for value in params.get("content_types", "").split(",")}
+        content_types = tuple(kind for kind in CONTENT_TYPES if str(kind) in kinds)
         matches = self._matches(
-            tuple(tags), params.get("tag_mode", "any"), params.get("license", ""),
+            tags, params.get("tag_mode", "any"), params.get("license", ""),
             params.get("sort", "date-posted-desc"),
             _timestamp(params.get("min_upload_date")), _timestamp(params.get("max_upload_date")),
+            excluded, content_types,
         )
         total = len(matches)
+        offset = self._drift_offset()
+        if not total:
+            offset = 0  # an empty result stays empty: nothing to shift
         reachable = min(total, RESULT_CAP)
-        pages = math.ceil(total / per_page) if total else 0
-        start = (page - 1) * per_page
+        pages = math.ceil((total + offset) / per_page) if total else 0
+        start = max((page - 1) * per_page - offset, 0)
         if total > RESULT_CAP and start >= reachable:
             # Past the cap Flickr repeats earlier results while `total` keeps its promise.
             start %= reachable
         window = matches[start:min(start + per_page, reachable)]  # past the end: nothing
         extras = {extra.strip() for extra in params.get("extras", "").split(",")}
         return {"photos": {
-            "page": page, "pages": pages, "perpage": per_page, "total": total,
+            "page": page, "pages": pages, "perpage": per_page, "total": total + offset,
             "photo": [self._record(photo_id, image_base_url, extras) for photo_id in window],
         }, "stat": "ok"}
 
@@ -141,6 +167,15 @@ class Universe:
             return None
         width, height = _scaled(facts["width"], facts["height"], RENDITIONS[size_key][0])
         return render(match["id"], hue, width, height)
+
+    def _drift_offset(self) -> int:
+        """How many results this search call's page slid back by: 0..drift, by call number."""
+        with self._lock:
+            self._searches += 1
+            call = self._searches
+        if not self.drift:
+            return 0
+        return random.Random(f"{self.seed}:drift:{call}").randint(0, self.drift)
 
     def photo_ids(self, tag: str) -> list[str]:
         return list(self._tag_photos(tag))
@@ -169,13 +204,19 @@ class Universe:
 
     @lru_cache(maxsize=256)  # noqa: B019
     def _matches(self, tags: tuple[str, ...], mode: str, licenses: str, sort: str,
-                 uploaded_from: int | None, uploaded_to: int | None) -> list[str]:
+                 uploaded_from: int | None, uploaded_to: int | None,
+                 excluded: tuple[str, ...] = (), content_types: tuple[int, ...] = ()) -> list[str]:
+        """The ids a search finds, in its order; no `content_types` means every type."""
         per_tag = [set(self._tag_photos(tag)) for tag in tags]
         ids = set.intersection(*per_tag) if mode == "all" else set.union(*per_tag)
+        for tag in excluded:
+            # All the photos carrying the tag, borrowed ones included, worked out if need be.
+            ids -= set(self._tag_photos(tag))
         wanted = {value.strip() for value in licenses.split(",") if value.strip()}
         ids = {
             photo_id for photo_id in ids
             if (not wanted or self._facts(photo_id)["license"] in wanted)
+            and (not content_types or self._facts(photo_id)["content_type"] in content_types)
             and (uploaded_from is None or self._facts(photo_id)["dateupload"] >= uploaded_from)
             and (uploaded_to is None or self._facts(photo_id)["dateupload"] <= uploaded_to)
         }
@@ -202,9 +243,19 @@ class Universe:
             "license": str(rng.choice((0, 1, 2, 4, 4, 5, 9, 10))),
             "owner": f"{10_000_000 + owner_number}@N0{owner_number % 8}",
             "ownername": f"photographer {owner_number}",
-            "dateupload": rng.randrange(*UPLOAD_RANGE),
+            "dateupload": self._skewed(rng.randrange(*UPLOAD_RANGE)),
             "title": f"photo {photo_id[-4:]}",
+            # Apart from the draws above, so that adding it changed no photo of any world.
+            "content_type": _content_type(_fraction(f"{self.seed}:content:{photo_id}")),
         }
+
+    def _skewed(self, uploaded: int) -> int:
+        """An upload time drawn evenly over UPLOAD_RANGE, moved later as recent_bias says."""
+        if not self.recent_bias:
+            return uploaded
+        low, high = UPLOAD_RANGE
+        share = ((uploaded - low) / (high - low)) ** (1 / (1 + self.recent_bias))
+        return min(low + int(share * (high - low)), high - 1)
 
     def _hue(self, tag: str) -> int:
         names = list(self.photos_per_tag)
@@ -284,7 +335,8 @@ class Faults:
     """
 
     api_error_rate: float = 0.0
-    api_errors: tuple[str, ...] = ("105", "201", "http500", "http429")
+    # Flickr's error codes, HTTP errors, and reset: the connection closed without an answer.
+    api_errors: tuple[str, ...] = ("105", "201", "http500", "http429", "reset")
     image_fault_rate: float = 0.0
     # flaky: 503 to the first request; reset: the first answer breaks off mid-body.
     image_faults: tuple[str, ...] = (
@@ -311,6 +363,9 @@ class StandIn:
         self.image_delay = image_delay
         self.faults = faults or Faults()
         self.api_calls: Counter[str] = Counter()
+        # Every API call's parameters in arrival order, without the signature and transport
+        # ones: for tests that check what a harvest asked, e.g. that a resume repeats no call.
+        self.api_log: list[dict[str, str]] = []
         self.image_requests: Counter[str] = Counter()
         self.faults_served: Counter[str] = Counter()
         # Apart: API calls come one at a time, so their faults repeat run after run, while
@@ -345,6 +400,12 @@ class StandIn:
     def count(self, counter: Counter[str], key: str) -> None:
         with self._lock:
             counter[key] += 1
+
+    def log_call(self, params: Mapping[str, str]) -> None:
+        with self._lock:
+            self.api_calls[params.get("method", "")] += 1
+            self.api_log.append({key: value for key, value in params.items()
+                                 if not key.startswith("oauth_") and key not in UNLOGGED})
 
     def api_fault(self) -> str | None:
         with self._lock:
@@ -388,9 +449,13 @@ def _handler_for(stand_in: StandIn) -> type[BaseHTTPRequestHandler]:
             self._api(dict(parse_qsl(self.rfile.read(length).decode())))
 
         def _api(self, params: dict[str, str]) -> None:
-            stand_in.count(stand_in.api_calls, params.get("method", ""))
+            stand_in.log_call(params)
             stand_in.delay(stand_in.api_delay)
             fault = stand_in.api_fault()
+            if fault == "reset":
+                # Hang up without a word: the client sees the connection drop.
+                self.close_connection = True
+                return
             if fault in ("http500", "http429"):
                 self._send(int(fault[4:]), b"<html>Flickr is having a moment</html>",
                            "text/html")
@@ -461,6 +526,11 @@ def _photo_id(seed: int, tag: str, index: int) -> str:
 def _fraction(key: str) -> float:
     """A stable number in [0, 1) for a key."""
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+
+
+def _content_type(fraction: float) -> int:
+    """Mostly photos, some screenshots, some other images."""
+    return 0 if fraction < 0.9 else 1 if fraction < 0.95 else 2
 
 
 def _timestamp(value: str | None) -> int | None:

@@ -67,6 +67,7 @@ class Photo:
     owner_name: str | None = None
     license: str | None = None
     title: str | None = None
+    page_url: str | None = None
     tags: str | None = None
     date_upload: int | None = None
     reason: str | None = None
@@ -79,17 +80,20 @@ class Photo:
         return cls(**values, class_=row["class"], state=State(row["state"]))
 
 
-def record_found(db: Database, photos: Iterable[Mapping[str, Any]]) -> int:
+def record_found(
+    db: Database, photos: Iterable[Mapping[str, Any]], reject_conflicts: bool = True
+) -> int:
     """Insert newly found photos. Returns how many were new.
 
-    A photo id already known is not recorded twice. If another class found it, the
-    photo is a labelling hazard and leaves the dataset as rejected `ambiguous`: so
-    which class a photo counts for never depends on which search found it first.
-    A photo with no `url` (no usable size) is recorded as rejected with its `reason`.
+    A photo with a `reason` is recorded as rejected for it (no usable size, ambiguous...).
+    A photo id already known is not recorded twice. If another class has it and
+    `reject_conflicts`, the photo is a labelling hazard and leaves the dataset as
+    rejected `ambiguous`: so which class a photo counts for never depends on which
+    search found it first. Otherwise the class that found it first keeps it.
     """
     inserted = 0
     for photo in photos:
-        state = State.FOUND if photo.get("url") else State.REJECTED
+        state = State.REJECTED if photo.get("reason") else State.FOUND
         row = {key: value for key, value in photo.items() if key != "class_"}
         row["class"] = photo["class_"]
         row["state"] = str(state)
@@ -101,7 +105,7 @@ def record_found(db: Database, photos: Iterable[Mapping[str, Any]]) -> int:
         )
         if cursor.rowcount:
             inserted += 1
-        else:
+        elif reject_conflicts:
             _reject_if_ambiguous(db, photo["photo_id"], photo["class_"])
     return inserted
 

@@ -72,6 +72,8 @@ class MockFlickr:
         self.image_requests: Counter[str] = Counter()
         self.api_faults: list[tuple[int, Any]] = []  # (status, body) answered before the universe
         self.image_faults: dict[str, tuple[int, bytes]] = {}  # photo id -> (status, body)
+        self.api_log: list[dict[str, str]] = []  # every call's parameters, in order
+        self.answers: list[dict[str, Any]] = []  # every search answer the universe gave
         self.on_api_call: Callable[[dict[str, str]], None] | None = None
         self.on_image_request: Callable[[str], None] | None = None
         self._lock = threading.Lock()
@@ -85,6 +87,9 @@ class MockFlickr:
 
     def _api(self, request: Any) -> tuple[int, dict[str, str], str]:
         params = form(request)
+        with self._lock:
+            self.api_log.append({key: value for key, value in params.items()
+                                 if key not in ("format", "nojsoncallback")})
         if self.on_api_call:
             self.on_api_call(params)
         with self._lock:
@@ -93,7 +98,10 @@ class MockFlickr:
         if fault:
             status, body = fault
             return status, {}, body if isinstance(body, str) else json.dumps(body)
-        return 200, {}, json.dumps(self.universe.respond(params, IMAGE_HOST))
+        answer = self.universe.respond(params, IMAGE_HOST)
+        if params.get("method") == "flickr.photos.search":
+            self.answers.append(answer)
+        return 200, {}, json.dumps(answer)
 
     def _image(self, request: Any) -> tuple[int, dict[str, str], bytes]:
         path = urlparse(request.url).path

@@ -32,7 +32,8 @@ def test_run_builds_the_dataset_and_says_where(cli, config_path, flickr):
     result = cli("run", "-c", str(config_path))
     assert result.exit_code == 0, result.output
     assert "Dataset ready in" in result.stdout and "30 photos (cat 20, dog 10)" in result.stdout
-    assert "Flickr API calls this run: 2" in result.stdout
+    assert ("Flickr API calls this run: 3 (flickr.photos.licenses.getInfo 1, "
+            "flickr.photos.search 2)") in result.stdout
     assert (config_path.parent / "outputs" / "dataset.tgz").exists()
 
 
@@ -74,7 +75,7 @@ def test_flickr_down_exits_1_and_tells_how_to_continue(cli, config_path, flickr)
     flickr.fail_api(times=6, code=None, status=503)
     result = cli("run", "-c", str(config_path))
     assert result.exit_code == 1
-    assert "stopped: flickr.photos.search failed 6 times" in result.stderr
+    assert "stopped: flickr.photos.licenses.getInfo failed 6 times" in result.stderr
     assert f"harvester resume -c {config_path}" in result.stderr
     assert "Traceback" not in result.output
     resumed = cli("resume", "-c", str(config_path))
@@ -112,7 +113,20 @@ def test_status_reports_every_state_per_class_as_a_table_or_json(cli, config_pat
     assert cat["wanted"] == 20 and cat["in_dataset"] == 20 and cat["left"] == 0
     assert cat["states"]["assigned"] == 20 and set(cat["states"]) == {
         "found", "downloaded", "resized", "assigned", "failed", "rejected"}
-    assert report["api_calls"] == {"flickr.photos.search": 2}
+    assert report["api_calls"] == {"flickr.photos.licenses.getInfo": 1,
+                                   "flickr.photos.search": 2}
+    assert [(run["command"], run["outcome"], run["api_calls"]) for run in report["runs"]] == [
+        ("run", "complete", report["api_calls"])]
+    assert report["quota"] == {"calls_per_hour": 3600, "calls_last_hour": 3}
+    cli("run", "-c", str(config_path))  # nothing left to do: no calls
+    table = cli("status", "-c", str(config_path))
+    assert "run 1 (run, " in table.stdout and "complete): flickr.photos.licenses.getInfo 1, " \
+        "flickr.photos.search 2" in table.stdout
+    assert "complete): no calls" in table.stdout
+    assert "Quota: 3 of 3600 calls used in the last hour" in table.stdout
+    summary = (config_path.parent / "outputs" / "summary.txt").read_text()
+    assert "run 1 (run, " in summary and "run 2 (run, " in summary
+    assert "complete): no calls" in summary
 
 
 def test_export_rebuilds_artifacts_without_the_network(cli, config_path, flickr):

@@ -96,7 +96,7 @@ def test_proportional_test_size_is_a_fraction_or_a_percentage(
         ({"image": {"longest_side": 0}}, "image.longest_side", "at least 16"),
         ({"image": {"jpeg_quality": 101}}, "image.jpeg_quality", "at most 95"),
         ({"flickr": {"sort": "best"}}, "flickr.sort", "not one of"),
-        ({"flickr": {"licenses": 4}}, "flickr.licenses", "list of Flickr license ids"),
+        ({"flickr": {"license": 4}}, "flickr.license", "list of Flickr license ids"),
         ({"flickr": {"per_page": 1000}}, "flickr.per_page", "at most 500"),
         ({"download": {"workers": 0}}, "download.workers", "at least 1"),
         ({"download": {"timeout": float("nan")}}, "download.timeout", "must be a number"),

@@ -64,7 +64,7 @@ def test_a_harvest_produces_every_artifact_with_exact_counts(make_config, flickr
 
 
 def test_only_photos_under_the_chosen_licenses_are_harvested(make_config, flickr):
-    config = make_config(flickr={"per_page": 25, "retry_backoff": 0, "licenses": [4, 9]})
+    config = make_config(flickr={"per_page": 25, "retry_backoff": 0, "license": [4, 9]})
     harvest(config, CREDENTIALS)
     db = open_database(config.database_path)
     licenses = {row[0] for row in db.execute("SELECT DISTINCT license FROM photos")}
@@ -91,14 +91,19 @@ def test_lost_photos_are_replaced_so_counts_stay_exact(make_config, flickr, univ
     assert f"cat  rejected: corrupt  {lost['corrupt']}" in summary
 
 
-def test_when_flickr_has_too_few_photos_the_shortfall_is_reported(make_config, flickr):
+def test_when_flickr_has_too_few_photos_the_shortfall_is_reported(make_config, flickr, universe):
     config = make_config(classes=[{"name": "cat", "count": 20}, {"name": "dog", "count": 100}])
     outcome = harvest(config, CREDENTIALS)
-    assert outcome.in_dataset == {"cat": 20, "dog": 60}
-    assert outcome.shortfalls == {"dog": 40}
+    # Of the tag's 60 photos, Flickr finds only those that are photos (not screenshots).
+    dogs = universe.respond({"method": "flickr.photos.search", "tags": "dog",
+                             "content_types": "0"}, "")["photos"]["total"]
+    assert 40 < dogs < 60
+    assert outcome.in_dataset == {"cat": 20, "dog": dogs}
+    assert outcome.shortfalls == {"dog": 100 - dogs}
     split = json.loads((config.output_dir / "train_test_split.json").read_text())
     assert sum(path.startswith("dog/") for path in split["test"]) == 3
-    assert "shortfall: dog has 60 of 100 photos" in (config.output_dir / "summary.txt").read_text()
+    summary = (config.output_dir / "summary.txt").read_text()
+    assert f"shortfall: dog has {dogs} of 100 photos" in summary
 
 
 def search_pages(flickr) -> int:
@@ -352,11 +357,13 @@ def test_exporting_an_unfinished_harvest_says_it_is_unfinished(make_config, flic
 
 def serve_pages(mock, pages: dict[tuple[str, int], list[str]], faults: dict[str, tuple]):
     """A hand-made Flickr: exactly these search pages, each photo a real JPEG unless faulty."""
-    from tests.conftest import IMAGE_HOST, REST_URL, form
+    from tests.conftest import IMAGE_HOST, REST_URL, fixture_response, form
     from tests.images import jpeg
 
     def search(request):
         params = form(request)
+        if params["method"] == "flickr.photos.licenses.getInfo":
+            return 200, {}, json.dumps({"stat": "ok", **fixture_response("licenses_getInfo.json")})
         ids = pages.get((params["tags"], int(params["page"])), [])
         photos = [{"id": photo_id, "owner": "1@N01", "license": "4",
                    "url_s": f"{IMAGE_HOST}/1/{photo_id}_ab_m.jpg", "width_s": 240,

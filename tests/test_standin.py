@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import io
+import itertools
+import math
+from datetime import UTC, datetime
 
+import pytest
 import requests
 from PIL import Image
 
 from harvester.flickr import EXTRAS
-from harvester.standin import RESULT_CAP, Faults, StandIn, Universe
+from harvester.standin import RESULT_CAP, UPLOAD_RANGE, Faults, StandIn, Universe
 from tests.conftest import fixture_response
 
 BASE = "http://127.0.0.1:1"
@@ -21,6 +25,20 @@ def search(universe: Universe, **params: str) -> dict:
 
 def ids(answer: dict) -> list[str]:
     return [photo["id"] for photo in answer["photos"]["photo"]]
+
+
+def every_page(universe: Universe, **params: str) -> tuple[list[str], set[int]]:
+    """The ids of pages 1, 2... up to the last page the answers promise, and their totals."""
+    found: list[str] = []
+    totals: set[int] = set()
+    page = 1
+    while True:
+        answer = search(universe, page=str(page), **params)["photos"]
+        found += [photo["id"] for photo in answer["photo"]]
+        totals.add(answer["total"])
+        if page >= answer["pages"]:
+            return found, totals
+        page += 1
 
 
 def test_search_answers_in_the_shape_of_real_flickr():
@@ -137,9 +155,14 @@ def test_the_server_injects_every_fault_and_counts_what_it_served():
     universe = Universe(seed=1, photos_per_tag={"cat": 400})
     faults = Faults(api_error_rate=0.5, image_fault_rate=1.0, seed=3)
     with StandIn(universe, faults=faults) as server:
-        answers = [requests.post(server.rest_url, data={
-            "method": "flickr.photos.search", "tags": "cat", "per_page": "100", "extras": EXTRAS,
-            "format": "json", "nojsoncallback": "1"}, timeout=5) for _ in range(30)]
+        answers, resets = [], 0
+        for _ in range(30):
+            try:
+                answers.append(requests.post(server.rest_url, data={
+                    "method": "flickr.photos.search", "tags": "cat", "per_page": "100",
+                    "extras": EXTRAS, "format": "json", "nojsoncallback": "1"}, timeout=5))
+            except requests.ConnectionError:
+                resets += 1
         page = next(answer.json() for answer in answers
                     if answer.status_code == 200 and answer.json()["stat"] == "ok")
         kinds: dict = {}
@@ -150,6 +173,7 @@ def test_the_server_injects_every_fault_and_counts_what_it_served():
                 response = error
             kinds.setdefault(faults.image_fault(photo["id"]), (photo["url_s"], response))
         assert server.api_calls["flickr.photos.search"] == 30
+        assert resets == server.faults_served["api reset"] > 0
         assert server.image_requests.total() == 100
         # The passing faults pass: a second request for the same photo works.
         for kind in ("flaky", "reset"):
@@ -167,3 +191,141 @@ def test_the_server_injects_every_fault_and_counts_what_it_served():
     assert truncated.startswith(b"\xff\xd8") and not truncated.endswith(b"\xff\xd9")
     assert kinds["flaky"].status_code == 503
     assert isinstance(kinds["reset"], requests.exceptions.ChunkedEncodingError)
+
+
+def test_excluded_tags_leave_out_every_photo_carrying_them():
+    # cat's photos also carry dog, dog's bird and bird's cat, a share of each.
+    universe = Universe(seed=1, photos_per_tag={"cat": 100, "dog": 100, "bird": 100}, overlap=0.3)
+    # Asked first, before dog was ever searched for.
+    no_dog = search(universe, tags="cat,-DOG", per_page="500")["photos"]
+    cat = search(universe, tags="cat", per_page="500")["photos"]
+    cat_and_dog = search(universe, tags="cat,dog", tag_mode="all", per_page="500")["photos"]
+    assert cat_and_dog["total"] > 10
+    assert no_dog["total"] == cat["total"] - cat_and_dog["total"]
+    assert all("dog" not in photo["tags"].split() for photo in no_dog["photo"])
+    # Records list all their tags, their own first: borrowed ones from either side.
+    cat_tags = {photo["tags"] for photo in cat["photo"]}
+    assert {"cat", "cat dog", "bird cat"} <= cat_tags
+    pair_without_bird = search(universe, tags="cat,dog,-bird", tag_mode="all", per_page="500")
+    assert pair_without_bird["photos"]["total"] > 0
+    assert all(photo["tags"] == "cat dog" for photo in pair_without_bird["photos"]["photo"])
+    assert ids(search(universe, tags="cat,-zebra", per_page="500")) == ids(
+        search(universe, tags="cat", per_page="500"))
+    for only_excluded in ("-dog", "-dog,-cat", "-", " -dog, ,"):
+        answer = search(universe, tags=only_excluded)
+        assert (answer["stat"], answer["code"]) == ("fail", 3)
+
+
+def test_drifting_pages_repeat_photos_and_their_totals_vary():
+    drifting, totals = every_page(Universe(seed=1, photos_per_tag={"cat": 1000}, drift=30),
+                                  tags="cat", per_page="100")
+    assert len(drifting) > len(set(drifting))  # some photos on two pages
+    assert len(totals) > 1 and all(1000 <= total <= 1030 for total in totals)
+    # The same calls drift the same way.
+    assert every_page(Universe(seed=1, photos_per_tag={"cat": 1000}, drift=30),
+                      tags="cat", per_page="100") == (drifting, totals)
+    steady, totals = every_page(Universe(seed=1, photos_per_tag={"cat": 1000}),
+                                tags="cat", per_page="100")
+    assert len(steady) == len(set(steady)) == 1000 and totals == {1000}
+
+
+def test_content_types_keep_only_those_kinds():
+    universe = Universe(seed=1, photos_per_tag={"cat": 1000})
+    everything, _ = every_page(universe, tags="cat", per_page="500")
+    photos, _ = every_page(universe, tags="cat", per_page="500", content_types="0")
+    screenshots, _ = every_page(universe, tags="cat", per_page="500", content_types="1")
+    others, _ = every_page(universe, tags="cat", per_page="500", content_types="2")
+    assert 850 < len(photos) < 950 and screenshots and others
+    assert not set(screenshots) & set(photos)
+    assert sorted(photos + screenshots + others) == sorted(everything)
+    assert sorted(every_page(universe, tags="cat", per_page="500", content_types="0,1,2")[0]) == (
+        sorted(everything))
+    assert search(universe, tags="cat", content_types="3")["photos"]["total"] == 0
+
+
+def test_the_thumbnail_rendition_is_served_at_100_pixels():
+    universe = Universe(seed=1, photos_per_tag={"cat": 3})
+    with StandIn(universe) as server:
+        answer = requests.get(server.rest_url, params={
+            "method": "flickr.photos.search", "tags": "cat", "extras": "url_t,url_s"}, timeout=5)
+        photo = answer.json()["photos"]["photo"][0]
+        assert photo["url_t"].endswith("_t.jpg") and "url_s" in photo
+        image = requests.get(photo["url_t"], timeout=5)
+    assert image.status_code == 200
+    with Image.open(io.BytesIO(image.content)) as thumbnail:
+        assert thumbnail.size == (photo["width_t"], photo["height_t"])
+        assert max(thumbnail.size) == 100
+
+
+def test_the_reset_api_fault_hangs_up_without_an_answer():
+    universe = Universe(seed=1, photos_per_tag={"cat": 3})
+    with StandIn(universe, faults=Faults(api_error_rate=1.0, api_errors=("reset",))) as server:
+        with pytest.raises(requests.ConnectionError):
+            requests.post(server.rest_url, data={"method": "flickr.photos.search", "tags": "cat"},
+                          timeout=5)
+        assert server.faults_served["api reset"] == 1
+        assert server.api_log == [{"method": "flickr.photos.search", "tags": "cat"}]
+
+
+def test_the_api_log_keeps_each_calls_question_in_order():
+    universe = Universe(seed=1, photos_per_tag={"cat": 30})
+    with StandIn(universe) as server:
+        for page in ("1", "2"):
+            requests.post(server.rest_url, timeout=5, data={
+                "method": "flickr.photos.search", "tags": "cat", "page": page, "format": "json",
+                "nojsoncallback": "1", "api_key": "key", "api_sig": "sig",
+                "oauth_nonce": "123", "oauth_signature": "abc"})
+        requests.get(server.rest_url, params={"method": "flickr.photos.licenses.getInfo",
+                                              "format": "json"}, timeout=5)
+        assert server.api_log == [
+            {"method": "flickr.photos.search", "tags": "cat", "page": "1"},
+            {"method": "flickr.photos.search", "tags": "cat", "page": "2"},
+            {"method": "flickr.photos.licenses.getInfo"},
+        ]
+
+
+def test_recent_bias_crowds_uploads_into_later_years():
+    low, high = UPLOAD_RANGE
+    middle = (low + high) // 2
+
+    def halves(universe: Universe) -> tuple[int, int]:
+        early = search(universe, tags="cat", max_upload_date=str(middle - 1))
+        late = search(universe, tags="cat", min_upload_date=str(middle))
+        return early["photos"]["total"], late["photos"]["total"]
+
+    even = Universe(seed=1, photos_per_tag={"cat": 2000})
+    skewed = Universe(seed=1, photos_per_tag={"cat": 2000}, recent_bias=2)
+    (even_early, even_late), (skewed_early, skewed_late) = halves(even), halves(skewed)
+    assert even_early + even_late == skewed_early + skewed_late == 2000
+    assert abs(even_early - even_late) < 200
+    assert skewed_late > 4 * skewed_early  # seven in eight expected
+    # Only the dates moved: the same photos, the same order where dates play no part.
+    assert ids(search(even, tags="cat", sort="interestingness-desc", per_page="500")) == ids(
+        search(skewed, tags="cat", sort="interestingness-desc", per_page="500"))
+
+
+def test_the_cap_applies_to_each_upload_date_window_and_bounds_are_inclusive():
+    universe = Universe(seed=1, photos_per_tag={"cat": 9000})
+    low, high = UPLOAD_RANGE
+    cuts = [low + (high - low) * third // 3 for third in range(3)] + [high]
+
+    def window(first: int, last: int) -> tuple[list[str], set[int]]:
+        return every_page(universe, tags="cat", per_page="500", extras="date_upload",
+                          min_upload_date=str(first), max_upload_date=str(last))
+
+    reached: set[str] = set()
+    for first, last in itertools.pairwise(cuts):
+        found, totals = window(first, last - 1)
+        assert len(totals) == 1 and len(found) == len(set(found)) == totals.pop() < RESULT_CAP
+        reached |= set(found)
+    assert reached == set(universe.photo_ids("cat"))
+    found, (total,) = window(cuts[0], cuts[2] - 1)
+    assert total > RESULT_CAP and len(found) == 500 * math.ceil(total / 500)
+    assert len(set(found)) == RESULT_CAP
+    # Both bounds take photos uploaded at that very second, as unix times or as datetimes.
+    photo = search(universe, tags="cat", extras="date_upload")["photos"]["photo"][0]
+    second = photo["dateupload"]
+    as_datetime = datetime.fromtimestamp(int(second), UTC).strftime("%Y-%m-%d %H:%M:%S")
+    for bound in (second, as_datetime):
+        assert photo["id"] in ids(search(universe, tags="cat", min_upload_date=bound,
+                                         max_upload_date=bound))
