@@ -28,6 +28,7 @@ from rich.table import Table
 
 from harvester import db as queries
 from harvester.config import Config, ConfigError, load_config
+from harvester.db import UnusableDatabase
 from harvester.demo import DemoFolderUnusable, run_demo
 from harvester.download import ImageHostFailing
 from harvester.export import run_lines
@@ -246,7 +247,7 @@ def _guard(work: Callable[[], T], continue_with: str | None = None) -> T:
         return work()
     except ConfigError as error:
         _fail(EXIT_USAGE, f"config error: {error}")
-    except (NoHarvest, HarvestBusy, DemoFolderUnusable) as error:
+    except (NoHarvest, HarvestBusy, DemoFolderUnusable, UnusableDatabase) as error:
         _fail(EXIT_USAGE, str(error))
     except (FlickrFailure, ImageHostFailing) as error:
         _fail(EXIT_STOPPED, f"stopped: {error}\n{resume_hint}")

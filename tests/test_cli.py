@@ -164,3 +164,27 @@ def test_a_second_run_on_a_busy_folder_exits_2(cli, config_path, flickr):
     with exclusive(config_path.parent / "outputs" / "harvest.lock"):
         result = cli("run", "-c", str(config_path))
     assert result.exit_code == 2 and "another harvester is already working" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "resume", "status", "export"])
+def test_a_database_harvester_cannot_read_exits_2_and_is_left_alone(cli, config_path, command):
+    database = config_path.parent / "outputs" / "harvest.db"
+    database.parent.mkdir()
+    database.write_bytes(b"not a database at all, " * 100)
+    result = cli(command, "-c", str(config_path))
+    assert result.exit_code == 2, result.output
+    assert "is not a harvest database" in result.stderr and "Traceback" not in result.output
+    assert database.read_bytes() == b"not a database at all, " * 100
+
+
+def test_a_database_of_another_layout_is_refused_not_misread(cli, config_path):
+    import sqlite3
+
+    database = config_path.parent / "outputs" / "harvest.db"
+    database.parent.mkdir()
+    with sqlite3.connect(database) as old:
+        old.execute("CREATE TABLE photos (photo_id TEXT PRIMARY KEY)")
+    result = cli("run", "-c", str(config_path))
+    assert result.exit_code == 2
+    assert "made by another version of harvester" in result.stderr
+    assert "set a new output_dir" in result.stderr

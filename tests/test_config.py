@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from harvester.config import ConfigError, load_config
+from harvester.config import ClassSpec, ConfigError, load_config
 from tests.conftest import write_config
 
 SEED_CONFIG = """\
@@ -109,6 +109,25 @@ def test_proportional_test_size_is_a_fraction_or_a_percentage(
          "name of a harvester file"),
         ({"classes": [{"name": "cat", "count": 5}, {"name": "Cat", "count": 5}]},
          "classes[1].name", "duplicate class name"),
+        ({"classes": [{"name": "cat", "count": 5, "tags": ["-cartoon"]}]}, "classes[0].tags",
+         "not only tags to exclude"),
+        ({"classes": [{"name": "cat", "count": 5, "tags": ["cat", "-"]}]},
+         "classes[0].tags[1]", "not a tag"),
+        ({"classes": [{"name": "cat", "count": 5, "tags": ["Cat", "cat"]}]},
+         "classes[0].tags", "lists a tag twice"),
+        ({"classes": [{"name": "cat", "count": 5, "tag_mode": "some"}]},
+         "classes[0].tag_mode", "'any' or 'all'"),
+        ({"flickr": {"license": [4, 4]}}, "flickr.license", "lists an id twice"),
+        ({"flickr": {"license": ["CC-BY"]}}, "flickr.license[0]", "whole number"),
+        ({"flickr": {"content_types": [7]}}, "flickr.content_types[0]", "at most 3"),
+        ({"flickr": {"content_types": []}}, "flickr.content_types", "at least one"),
+        ({"flickr": {"content_type": 1}}, "flickr.content_type", "unknown key"),
+        ({"flickr": {"min_upload_date": "last year"}}, "flickr.min_upload_date",
+         "not a date like 2015-06-30"),
+        ({"flickr": {"min_upload_date": "2020-01-01", "max_upload_date": "2019-12-31"}},
+         "flickr.max_upload_date", "before min_upload_date"),
+        ({"flickr": {"calls_per_hour": 0}}, "flickr.calls_per_hour", "at least 1"),
+        ({"ambiguous_photos": "keep"}, "ambiguous_photos", "not one of reject, first_class"),
     ],
 )
 def test_a_bad_config_names_the_key_and_the_reason(
@@ -130,3 +149,56 @@ def test_missing_file_and_broken_yaml_are_config_errors(tmp_path: Path) -> None:
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_config(tmp_path / "list.yaml")
+
+
+def test_search_keys_load_as_flickr_takes_them(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("""\
+classes:
+  - name: cat
+    count: 100
+    tags: [cat, Kitten, -cartoon]
+    tag_mode: all
+train_test_split: {test_size: 10}
+ambiguous_photos: first_class
+flickr:
+  license: [4, 5, 9, 10]
+  content_types: [0, 1]
+  min_upload_date: 2015-06-30
+  max_upload_date: 2016-01-31
+  calls_per_hour: 1800
+""")
+    config = load_config(path)
+    cat = config.classes[0]
+    assert (cat.query, cat.tag_mode) == ("cat,Kitten,-cartoon", "all")
+    assert config.ambiguous_photos == "first_class"
+    assert config.flickr.license == (4, 5, 9, 10) and config.flickr.content_types == (0, 1)
+    assert config.flickr.calls_per_hour == 1800
+    # A bare date: from the start of the first day to the end of the last, UTC.
+    assert config.flickr.min_upload_date == 1435622400  # 2015-06-30T00:00:00Z
+    assert config.flickr.max_upload_date == 1454284799  # 2016-01-31T23:59:59Z
+
+
+def test_defaults_search_photos_only_at_the_api_keys_quota(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path))
+    assert config.flickr.content_types == (0,)
+    assert config.flickr.calls_per_hour == 3600
+    assert config.flickr.license == ()
+    assert (config.flickr.min_upload_date, config.flickr.max_upload_date) == (None, None)
+    assert config.ambiguous_photos == "reject"
+    assert config.classes[0].tag_mode == "any"
+
+
+@pytest.mark.parametrize(("tags", "mode", "photo_tags", "matches"), [
+    (("cat", "kitten"), "any", "kitten sofa", True),
+    (("cat", "kitten"), "all", "kitten sofa", False),
+    (("cat", "kitten"), "all", "sofa cat kitten", True),
+    (("cat", "-cartoon"), "any", "cat cartoon", False),
+    (("golden retriever",), "any", "goldenretriever dog", True),  # as Flickr normalises tags
+    (("Cat",), "any", "", False),
+])
+def test_a_class_matches_photos_by_their_tags_as_flickr_would(
+    tags: tuple, mode: str, photo_tags: str, matches: bool
+) -> None:
+    spec = ClassSpec("x", 1, tags, tag_mode=mode)
+    assert spec.matches(photo_tags.split()) is matches

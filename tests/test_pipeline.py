@@ -437,3 +437,78 @@ def test_a_class_that_loses_a_photo_to_ambiguity_late_still_fills_up(tmp_path):
     assert outcome.in_dataset == {"cat": 10, "dog": 9}
     split = json.loads((config.output_dir / "train_test_split.json").read_text())
     assert "cat/110.jpg" in split["train"] + split["test"]
+
+
+def harvest_overlapping_tags(tmp_path: Path, **sections):
+    """A harvest of a world where 30% of each tag's photos carry the next tag too
+    (cat -> kitten -> dog -> cat); the database and what Flickr was asked."""
+    config = load_config(write_config(tmp_path, **sections))
+    universe = Universe(seed=11, photos_per_tag={"cat": 150, "kitten": 100, "dog": 150},
+                        overlap=0.3)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        flickr = MockFlickr(universe, mock)
+        outcome = harvest(config, CREDENTIALS)
+    return outcome, open_database(config.database_path), flickr
+
+
+def dataset_tags(db, class_name: str) -> list[set[str]]:
+    return [set(row[0].split()) for row in db.execute(
+        "SELECT tags FROM photos WHERE class = ? AND state = 'assigned'", [class_name])]
+
+
+CATS_AND_DOGS = [{"name": "cat", "count": 40, "tags": ["cat"]},
+                 {"name": "dog", "count": 40, "tags": ["dog"]}]
+
+
+def test_a_photo_tagged_for_two_classes_is_rejected_from_both_as_ambiguous(tmp_path):
+    # Dog's search stops after a page: its tags, not dog's search, give a photo away.
+    classes = [CATS_AND_DOGS[0], {**CATS_AND_DOGS[1], "count": 5}]
+    outcome, db, _ = harvest_overlapping_tags(tmp_path, classes=classes)
+    assert outcome.in_dataset == {"cat": 40, "dog": 5}
+    for name in ("cat", "dog"):
+        assert not any({"cat", "dog"} <= tags for tags in dataset_tags(db, name))
+    ambiguous = db.execute(
+        "SELECT count(*) FROM photos WHERE state = 'rejected' AND reason = 'ambiguous'"
+    ).fetchone()[0]
+    assert ambiguous > 0
+    ids = [row[0] for row in db.execute("SELECT photo_id FROM photos")]
+    assert len(ids) == len(set(ids))
+
+
+def test_ambiguous_photos_can_stay_in_the_first_class_they_match(tmp_path):
+    outcome, db, _ = harvest_overlapping_tags(
+        tmp_path, classes=CATS_AND_DOGS, ambiguous_photos="first_class")
+    assert outcome.in_dataset == {"cat": 40, "dog": 40}
+    # Dog photos that carry cat too belong to cat, the first class; never the other way.
+    assert any({"cat", "dog"} <= tags for tags in dataset_tags(db, "cat"))
+    assert not any("cat" in tags for tags in dataset_tags(db, "dog"))
+    assert db.execute("SELECT count(*) FROM photos WHERE reason = 'ambiguous'").fetchone()[0] == 0
+
+
+def test_excluded_tags_and_tag_mode_reach_flickr_and_shape_the_dataset(tmp_path):
+    classes = [{"name": "cat", "count": 30, "tags": ["cat", "-kitten"]},
+               {"name": "kitten", "count": 15, "tags": ["kitten", "cat"], "tag_mode": "all"}]
+    outcome, db, flickr = harvest_overlapping_tags(tmp_path, classes=classes)
+    searched = {(params["tags"], params["tag_mode"]) for params in flickr.api_log
+                if params["method"] == "flickr.photos.search"}
+    assert searched == {("cat,-kitten", "any"), ("kitten,cat", "all")}
+    assert outcome.in_dataset == {"cat": 30, "kitten": 15}
+    assert not any("kitten" in tags for tags in dataset_tags(db, "cat"))
+    assert all({"kitten", "cat"} <= tags for tags in dataset_tags(db, "kitten"))
+
+
+def test_every_photo_records_what_its_attribution_needs(make_config, flickr):
+    config = make_config(flickr={"per_page": 25, "retry_backoff": 0, "license": [4, 5, 9]})
+    harvest(config, CREDENTIALS)
+    db = open_database(config.database_path)
+    rows = list(db.query(
+        "SELECT p.photo_id, p.owner, p.owner_name, p.title, p.page_url, l.name AS license_name, "
+        "l.url AS license_url FROM photos p JOIN licenses l ON l.license_id = p.license "
+        "WHERE p.state = 'assigned'"))
+    assert len(rows) == 30
+    for row in rows:
+        assert row["owner"] and row["owner_name"] and row["title"]
+        assert row["page_url"] == f"https://www.flickr.com/photos/{row['owner']}/{row['photo_id']}"
+        assert row["license_name"] in {"CC BY 2.0", "CC BY-SA 2.0",
+                                       "Public Domain Dedication (CC0)"}
+        assert row["license_url"].startswith("https://creativecommons.org/")
