@@ -181,3 +181,39 @@ def test_sigint_stops_cleanly_with_exit_130_and_the_resume_line(tmp_path):
     assert "interrupted." in stderr and f"harvester resume -c {config}" in stderr
     assert "Traceback" not in stderr
 
+
+
+def test_a_search_killed_mid_window_repeats_no_call_but_the_one_in_flight(tmp_path):
+    """A tag past the 4,000 cap, so search walks upload-date windows; SIGKILL twice in it."""
+    universe = Universe(seed=5, photos_per_tag={"cat": 9000})
+    folder = tmp_path / "killed"
+    folder.mkdir()
+    config = write_config(
+        folder, classes=[{"name": "cat", "count": 300}],
+        flickr={"per_page": 20, "retry_backoff": 0,
+                "min_upload_date": "2005-01-01", "max_upload_date": "2024-12-31"},
+        download={"workers": WORKERS, "retry_backoff": 0}, resize={"workers": 1},
+    )
+    with StandIn(universe, api_delay=0.1) as server:
+        for calls in random.Random(KILL_SEED).sample(range(3, 8), 2):
+            before = len(server.api_log)
+            process = harvester("resume" if (folder / "outputs").exists() else "run", config,
+                                server)
+            deadline = time.monotonic() + 60
+            while len(server.api_log) - before < calls and process.poll() is None:
+                assert time.monotonic() < deadline, "search never got that far"
+                time.sleep(0.002)
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+        finished = harvester("resume", config, server)
+        assert finished.wait(timeout=120) == 0, finished.stderr.read()
+        searches = [json.dumps(params, sort_keys=True) for params in server.api_log
+                    if params["method"] == "flickr.photos.search"]
+    windows = {(params["min_upload_date"], params["max_upload_date"])
+               for params in map(json.loads, searches)}
+    assert len(windows) > 1  # the search did walk windows
+    repeated = len(searches) - len(set(searches))
+    assert repeated <= 2  # at most the call in flight at each of the two kills
+    split = json.loads((folder / "outputs" / "train_test_split.json").read_text())
+    photos = split["train"] + split["test"]
+    assert len(photos) == len(set(photos)) == 300

@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import responses
 from typer.testing import CliRunner
 
 from harvester import cli
@@ -18,7 +19,7 @@ from harvester.demo import PORT_FILE, run_demo
 from harvester.pipeline import Credentials, harvest
 from harvester.progress import Silent
 from harvester.standin import Faults, StandIn, Universe, placeholder
-from tests.conftest import write_config
+from tests.conftest import CREDENTIALS, MockFlickr, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +56,7 @@ def test_a_harvest_through_every_fault_still_reaches_exact_counts(tmp_path: Path
         served = stand_in.faults_served
     assert outcome.in_dataset == {"cat": 80, "dog": 60}
     # Every kind of fault was met on the way.
-    assert {"api 105", "api 201", "api http500", "api http429", "image 404",
+    assert {"api 105", "api 201", "api http500", "api http429", "api reset", "image 404",
             "image unavailable", "image truncated", "image not_image", "image flaky",
             "image reset", "slow"} <= set(served)
 
@@ -148,3 +149,28 @@ def test_ctrl_c_in_the_demo_tells_how_to_continue_the_demo(tmp_path, monkeypatch
     result = CliRunner().invoke(app, ["demo", "-o", str(tmp_path / "d")])
     assert result.exit_code == 130
     assert f"`harvester demo -o {tmp_path / 'd'}` continues" in result.stderr
+
+
+def test_a_class_of_9000_behind_the_4000_cap_gets_exactly_9000_distinct_photos(tmp_path):
+    """One tag of 12,000 photos, paging drift on: past the cap, no duplicates, few calls."""
+    config = load_config(write_config(
+        tmp_path, classes=[{"name": "cat", "count": 9000}],
+        flickr={"per_page": 500, "retry_backoff": 0},
+        image={"longest_side": 100},  # the stand-in's 100px rendition: quick to make
+        train_test_split={"seed": 1, "type": "proportional", "test_size": 0.1},
+        download={"workers": 8, "retry_backoff": 0, "retries": 1}, resize={"workers": 2},
+    ))
+    # Through `responses` rather than a socket: the same answers, in half the time.
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        flickr = MockFlickr(Universe(seed=4, photos_per_tag={"cat": 12_000}, drift=20), mock)
+        outcome = harvest(config, CREDENTIALS)
+    assert outcome.in_dataset == {"cat": 9000}
+    split = json.loads((tmp_path / "outputs" / "train_test_split.json").read_text())
+    photos = split["train"] + split["test"]
+    assert len(photos) == len(set(photos)) == 9000 and len(split["test"]) == 900
+    returned = [photo["id"] for answer in flickr.answers for photo in answer["photos"]["photo"]]
+    assert len(returned) > len(set(returned))  # drift repeated photos across pages
+    db = open_database(tmp_path / "outputs" / "harvest.db")
+    found = db.execute("SELECT count(*) FROM photos").fetchone()[0]
+    # At most 25% over the floor of one call per 500 photos found.
+    assert flickr.api_calls["flickr.photos.search"] <= 1.25 * found / 500
