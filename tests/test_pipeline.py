@@ -512,3 +512,18 @@ def test_every_photo_records_what_its_attribution_needs(make_config, flickr):
         assert row["license_name"] in {"CC BY 2.0", "CC BY-SA 2.0",
                                        "Public Domain Dedication (CC0)"}
         assert row["license_url"].startswith("https://creativecommons.org/")
+
+
+def test_a_photo_with_no_size_large_enough_is_rejected_and_replaced(make_config, flickr):
+    # Originals of 1,024 to 3,000 px: only some reach 2,048.
+    config = make_config(classes=[{"name": "cat", "count": 6}], image={"longest_side": 2048},
+                         train_test_split={"seed": 1, "type": "absolute", "test_size": 1})
+    outcome = harvest(config, CREDENTIALS)
+    assert outcome.in_dataset == {"cat": 6}
+    db = open_database(config.database_path)
+    rejected = db.execute("SELECT count(*) FROM photos WHERE state = 'rejected' "
+                          "AND reason = 'no_usable_size' AND url IS NULL").fetchone()[0]
+    assert rejected > 0
+    for (path,) in db.execute("SELECT path FROM photos WHERE state = 'assigned'"):
+        with Image.open(config.output_dir / path) as image:
+            assert max(image.size) == 2048
