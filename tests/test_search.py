@@ -160,16 +160,22 @@ def test_search_stops_when_flickr_answers_with_an_earlier_page(tmp_path: Path):
     assert class_exhausted(db, config.classes[0])
 
 
-def test_a_query_past_the_4000_cap_is_cut_into_upload_date_windows_that_fit(make_config):
-    """9,000 distinct photos of one tag, each found once, at close to the fewest calls."""
-    config = make_config(classes=[{"name": "cat", "count": 9000}],
-                         flickr={"per_page": 500, "retry_backoff": 0, **RANGE})
+def search_universe(make_config, universe: Universe, count: int, per_page: int = 500):
+    """Search a class `cat` of `count` in `universe` (through `responses`); db and mock."""
+    config = make_config(classes=[{"name": "cat", "count": count}],
+                         flickr={"per_page": per_page, "retry_backoff": 0, **RANGE})
     db = open_database(None)
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        flickr = MockFlickr(Universe(seed=1, photos_per_tag={"cat": 20_000}, recent_bias=1.0),
-                            mock)
+        flickr = MockFlickr(universe, mock)
         search.fill(db, FlickrClient("k", "s", config.flickr, rest_url=REST_URL), config,
                     Silent())
+    return config, db, flickr
+
+
+def test_a_query_past_the_4000_cap_is_cut_into_upload_date_windows_that_fit(make_config):
+    """9,000 distinct photos of one tag, each found once, at close to the fewest calls."""
+    universe = Universe(seed=1, photos_per_tag={"cat": 20_000}, recent_bias=1.0)
+    _, db, flickr = search_universe(make_config, universe, count=9000)
     found = db.execute("SELECT count(*), count(DISTINCT photo_id) FROM photos").fetchone()
     assert found[0] == found[1] >= 9000
     calls = searches(flickr)
@@ -184,14 +190,8 @@ def test_a_query_past_the_4000_cap_is_cut_into_upload_date_windows_that_fit(make
 
 
 def test_a_class_with_every_window_walked_is_exhausted_with_all_flickr_has(make_config):
-    config = make_config(classes=[{"name": "cat", "count": 50_000}],
-                         flickr={"per_page": 500, "retry_backoff": 0, **RANGE})
-    db = open_database(None)
     universe = Universe(seed=3, photos_per_tag={"cat": 9000})
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        MockFlickr(universe, mock)
-        search.fill(db, FlickrClient("k", "s", config.flickr, rest_url=REST_URL), config,
-                    Silent())
+    config, db, _ = search_universe(make_config, universe, count=50_000)
     photos_only = universe.respond({"method": "flickr.photos.search", "tags": "cat",
                                     "content_types": "0"}, "")["photos"]["total"]
     assert db.execute("SELECT count(DISTINCT photo_id) FROM photos").fetchone()[0] == photos_only
@@ -199,13 +199,8 @@ def test_a_class_with_every_window_walked_is_exhausted_with_all_flickr_has(make_
 
 
 def test_with_paging_drift_every_photo_is_recorded_once(make_config):
-    config = make_config(classes=[{"name": "cat", "count": 3000}],
-                         flickr={"per_page": 100, "retry_backoff": 0, **RANGE})
-    db = open_database(None)
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        flickr = MockFlickr(Universe(seed=2, photos_per_tag={"cat": 6000}, drift=15), mock)
-        search.fill(db, FlickrClient("k", "s", config.flickr, rest_url=REST_URL), config,
-                    Silent())
+    universe = Universe(seed=2, photos_per_tag={"cat": 6000}, drift=15)
+    _, db, flickr = search_universe(make_config, universe, count=3000, per_page=100)
     returned = [photo["id"] for answer in flickr.answers for photo in answer["photos"]["photo"]]
     assert len(returned) > len(set(returned))  # drift did repeat photos across pages
     total, distinct = db.execute(
