@@ -20,6 +20,9 @@ CREATE TABLE IF NOT EXISTS photos (
     path         TEXT,                  -- dataset image, relative to the output folder
     width        INTEGER,
     height       INTEGER,
+    pixels_sha256 TEXT,                 -- of the dataset image's decoded pixels
+    phash        TEXT,                  -- its 64-bit perceptual hash, 16 hex digits
+    duplicate_of TEXT,                  -- the photo it (nearly) duplicates, when rejected so
     owner        TEXT,
     owner_name   TEXT,
     license      TEXT,
@@ -90,4 +93,4 @@ CREATE VIEW IF NOT EXISTS progress AS
     ORDER BY class, state;
 
 -- The layout above; a database of another version is refused rather than misread.
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;

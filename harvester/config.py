@@ -111,6 +111,8 @@ class FlickrSpec:
 class ImageSpec:
     longest_side: int = 240
     jpeg_quality: int = 90
+    # Perceptual hashes this many bits apart or closer are the same picture (0-7).
+    near_duplicate_distance: int = 6
 
 
 @dataclass(frozen=True)
@@ -377,13 +379,17 @@ def _image(raw: Any) -> ImageSpec:
     key = "image"
     entry = _mapping(raw, key)
     defaults = ImageSpec()
-    _no_unknown_keys(entry, key, {"longest_side", "jpeg_quality"})
+    _no_unknown_keys(entry, key, {field.name for field in dataclasses.fields(ImageSpec)})
     return ImageSpec(
         longest_side=_integer(
             entry.get("longest_side", defaults.longest_side), f"{key}.longest_side", 16, 4096
         ),
         jpeg_quality=_integer(
             entry.get("jpeg_quality", defaults.jpeg_quality), f"{key}.jpeg_quality", 1, 95
+        ),
+        near_duplicate_distance=_integer(
+            entry.get("near_duplicate_distance", defaults.near_duplicate_distance),
+            f"{key}.near_duplicate_distance", 0, 7,
         ),
     )
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 from dataclasses import dataclass
 
+import imagehash
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Above this many pixels a source is refused before it is decoded: a decompression bomb
+# (a few KB of PNG that unpacks to gigabytes), or no photo worth the memory.
+MAX_PIXELS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -14,6 +20,8 @@ class Normalised:
     jpeg: bytes
     width: int
     height: int
+    pixels_sha256: str  # of the normalised pixels: the same picture under any bytes
+    phash: str  # 64-bit perceptual hash, 16 hex digits: near-identical pictures are close
 
 
 @dataclass(frozen=True)
@@ -27,6 +35,8 @@ def normalise(data: bytes, longest_side: int, quality: int) -> Normalised | Unus
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
+            if width * height > MAX_PIXELS:
+                return Unusable("too_large", f"{width}x{height} is over {MAX_PIXELS} pixels")
             if max(width, height) < longest_side:
                 return Unusable("too_small", f"{width}x{height} is below {longest_side}px")
             scale = longest_side / max(width, height)
@@ -40,11 +50,13 @@ def normalise(data: bytes, longest_side: int, quality: int) -> Normalised | Unus
             out = io.BytesIO()
             # No exif= or icc_profile=: the output carries no metadata.
             resized.save(out, "JPEG", quality=quality, optimize=True)
+            pixels = hashlib.sha256(resized.tobytes()).hexdigest()
+            phash = str(imagehash.phash(resized))
     except Image.DecompressionBombError as error:
         return Unusable("too_large", str(error))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
         return Unusable("corrupt", f"{type(error).__name__}: {error}")
-    return Normalised(out.getvalue(), *target)
+    return Normalised(out.getvalue(), *target, pixels_sha256=pixels, phash=phash)
 
 
 def fitted_size(width: int, height: int, longest_side: int) -> tuple[int, int]:
@@ -56,6 +68,11 @@ def fitted_size(width: int, height: int, longest_side: int) -> tuple[int, int]:
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        # 16-bit and wider grayscale: scale to 8 bits, not clip (which turns it white).
+        high = 65535 if image.mode.startswith("I;16") else max(1, image.getextrema()[1])
+        return image.convert("I").point(lambda value: value * 255 / high).convert(
+            "L").convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         # Alpha is flattened onto white, as an image viewer would show it.
         rgba = image.convert("RGBA")

@@ -30,6 +30,8 @@ class Resized:
     path: str
     width: int
     height: int
+    pixels_sha256: str
+    phash: str
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,8 @@ def record(db: Database, results: list[Resized | Rejected]) -> None:
         for result in results:
             if isinstance(result, Resized):
                 move(db, result.photo_id, State.DOWNLOADED, State.RESIZED,
-                     path=result.path, width=result.width, height=result.height)
+                     path=result.path, width=result.width, height=result.height,
+                     pixels_sha256=result.pixels_sha256, phash=result.phash)
             else:
                 log.info("photo %s rejected: %s (%s)", result.photo_id, result.reason,
                          result.detail)
@@ -103,4 +106,5 @@ def resize_one(output_dir: Path, spec: ImageSpec, photo: Photo) -> Resized | Rej
         return Rejected(photo.photo_id, result.reason, result.detail)
     relative = dataset_path(photo)
     write_atomically(output_dir / relative, result.jpeg)
-    return Resized(photo.photo_id, relative, result.width, result.height)
+    return Resized(photo.photo_id, relative, result.width, result.height,
+                   result.pixels_sha256, result.phash)

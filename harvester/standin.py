@@ -14,9 +14,11 @@ import json
 import math
 import random
 import re
+import struct
 import sys
 import threading
 import time
+import zlib
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -62,6 +64,8 @@ LICENSES = [
 CONTENT_TYPES = (0, 1, 2, 3)
 # Parameters of an API call that are transport and signature, not the question asked.
 UNLOGGED = ("api_sig", "api_key", "format", "nojsoncallback")
+# Files Flickr hands out that a dataset must fix or refuse, served as image faults.
+INTEGRITY_FAULTS = ("duplicate", "near_duplicate", "cmyk", "rotated", "alpha_png", "bomb")
 HUE_SERVER = 1000  # a photo's `server` is HUE_SERVER + the hue its image is drawn in
 UPLOAD_RANGE = (1_104_537_600, 1_735_689_600)  # 2005 .. 2025
 
@@ -167,6 +171,41 @@ class Universe:
             return None
         width, height = _scaled(facts["width"], facts["height"], RENDITIONS[size_key][0])
         return render(match["id"], hue, width, height)
+
+    def troubled_image(self, path: str, fault: str) -> tuple[bytes, str] | None:
+        """The image at `path` as one of Flickr's troublesome files (INTEGRITY_FAULTS):
+        its bytes and content type, or None when the path names no image."""
+        data = self.image(path)
+        match = IMAGE_PATH.match(path)
+        if data is None or match is None:
+            return None
+        with Image.open(io.BytesIO(data)) as image:
+            picture = image.convert("RGB")
+        hue = int(match["server"]) - HUE_SERVER
+        if fault in ("duplicate", "near_duplicate"):
+            # Every such photo of a class shows its class's one twin picture, at 4:3.
+            longest = max(picture.size)
+            twin = render(f"twin:{hue}", hue, longest, longest * 3 // 4)
+            if fault == "duplicate":  # the same pixels, other bytes: a comment of its own
+                return twin.replace(b"\xff\xd9", b"\xff\xfe\x00\x0e" + match["id"][:12]
+                                    .encode().ljust(12) + b"\xff\xd9"), "image/jpeg"
+            # Re-encoded harder, as a re-upload would be.
+            return _encoded(Image.open(io.BytesIO(twin)), "JPEG", quality=60), "image/jpeg"
+        if fault == "cmyk":
+            return _encoded(picture.convert("CMYK"), "JPEG", quality=90), "image/jpeg"
+        if fault == "rotated":
+            # Stored on its side, with the EXIF orientation (6) that stands it upright.
+            exif = Image.Exif()
+            exif[0x0112] = 6
+            return _encoded(picture.transpose(Image.Transpose.ROTATE_90), "JPEG",
+                            exif=exif.tobytes()), "image/jpeg"
+        if fault == "alpha_png":
+            rgba = picture.convert("RGBA")
+            rgba.putalpha(200)
+            return _encoded(rgba, "PNG"), "image/png"
+        if fault == "bomb":
+            return _png_header(60_000, 60_000), "image/png"
+        raise ValueError(f"unknown fault {fault!r}")
 
     def _drift_offset(self) -> int:
         """How many results this search call's page slid back by: 0..drift, by call number."""
@@ -341,7 +380,7 @@ class Faults:
     # flaky: 503 to the first request; reset: the first answer breaks off mid-body.
     image_faults: tuple[str, ...] = (
         "404", "unavailable", "truncated", "not_image", "flaky", "reset",
-    )
+    )  # or any of INTEGRITY_FAULTS
     slow_rate: float = 0.0  # share of answers (API or image) held back by slow_seconds
     slow_seconds: float = 0.0
     seed: int = 0
@@ -493,6 +532,10 @@ def _handler_for(stand_in: StandIn) -> type[BaseHTTPRequestHandler]:
                 self._send(200, b"<html><body>Service Unavailable</body></html>", "image/jpeg")
             elif fault == "flaky":
                 self._send(503, b"Service Unavailable", "text/plain")
+            elif fault in INTEGRITY_FAULTS:
+                troubled = stand_in.universe.troubled_image(path, fault)
+                assert troubled is not None  # data exists, so the path names an image
+                self._send(200, *troubled)
             elif fault == "reset":
                 # Promise the whole image, send half, hang up: a connection lost mid-body.
                 self.send_response(200)
@@ -515,6 +558,23 @@ def _handler_for(stand_in: StandIn) -> type[BaseHTTPRequestHandler]:
             pass  # quiet: tests and the demo read the counters instead
 
     return Handler
+
+
+def _encoded(image: Image.Image, format: str, **options: Any) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format, **options)
+    return out.getvalue()
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares `width` x `height` RGB pixels and holds a few bytes of them."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + chunk(b"IEND", b""))
 
 
 def _photo_id(seed: int, tag: str, index: int) -> str:

@@ -22,3 +22,17 @@ def halves(width: int, height: int, left=(255, 0, 0), right=(0, 0, 255), mode="R
 
 def jpeg(width: int = 400, height: int = 300, **options) -> bytes:
     return encoded(halves(width, height), "JPEG", **options)
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG whose header declares `width` x `height` pixels but holds almost none."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(
+            ">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))

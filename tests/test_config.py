@@ -128,6 +128,8 @@ def test_proportional_test_size_is_a_fraction_or_a_percentage(
          "flickr.max_upload_date", "before min_upload_date"),
         ({"flickr": {"calls_per_hour": 0}}, "flickr.calls_per_hour", "at least 1"),
         ({"ambiguous_photos": "keep"}, "ambiguous_photos", "not one of reject, first_class"),
+        ({"image": {"near_duplicate_distance": 8}}, "image.near_duplicate_distance",
+         "at most 7"),
     ],
 )
 def test_a_bad_config_names_the_key_and_the_reason(

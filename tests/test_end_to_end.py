@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import socket
 from pathlib import Path
 
 import pytest
 import responses
+from PIL import Image
 from typer.testing import CliRunner
 
 from harvester import cli
@@ -18,7 +20,7 @@ from harvester.db import open_database
 from harvester.demo import PORT_FILE, run_demo
 from harvester.pipeline import Credentials, harvest
 from harvester.progress import Silent
-from harvester.standin import Faults, StandIn, Universe, placeholder
+from harvester.standin import INTEGRITY_FAULTS, Faults, StandIn, Universe, placeholder
 from tests.conftest import CREDENTIALS, MockFlickr, write_config
 
 pytestmark = pytest.mark.slow
@@ -174,3 +176,37 @@ def test_a_class_of_9000_behind_the_4000_cap_gets_exactly_9000_distinct_photos(t
     found = db.execute("SELECT count(*) FROM photos").fetchone()[0]
     # At most 25% over the floor of one call per 500 photos found.
     assert flickr.api_calls["flickr.photos.search"] <= 1.25 * found / 500
+
+
+def test_with_flickrs_troublesome_files_on_the_dataset_holds_none_of_them(tmp_path: Path):
+    """Duplicates, near duplicates, CMYK, sideways, alpha PNGs and bombs, served by the
+    stand-in for a third of the photos: fixed or rejected, and replaced."""
+    universe = Universe(seed=6, photos_per_tag={"cat": 300, "dog": 300})
+    faults = Faults(image_fault_rate=0.35, image_faults=INTEGRITY_FAULTS, seed=3)
+    config = load_config(write_config(
+        tmp_path, classes=[{"name": "cat", "count": 50}, {"name": "dog", "count": 40}],
+        flickr={"per_page": 50, "retry_backoff": 0}))
+    with StandIn(universe, faults=faults) as stand_in:
+        outcome = harvest(config, Credentials("k", "s", stand_in.rest_url))
+        served = stand_in.faults_served
+    assert outcome.in_dataset == {"cat": 50, "dog": 40}
+    assert {f"image {fault}" for fault in INTEGRITY_FAULTS} <= set(served)
+    db = open_database(config.database_path)
+    reasons = dict(db.execute(
+        "SELECT reason, count(*) FROM photos WHERE state = 'rejected' GROUP BY reason"))
+    assert set(reasons) == {"duplicate", "near_duplicate", "too_large"}
+    assert db.execute("SELECT count(*) FROM photos WHERE reason LIKE '%duplicate' "
+                      "AND duplicate_of IS NULL").fetchone()[0] == 0
+    rows = list(db.query("SELECT photo_id, path, pixels_sha256, phash, split FROM photos "
+                         "WHERE state = 'assigned'"))
+    assert len({row["pixels_sha256"] for row in rows}) == 90
+    hashes = [int(row["phash"], 16) for row in rows]
+    assert min(bin(a ^ b).count("1") for a, b in itertools.combinations(hashes, 2)) > 6
+    for row in rows:
+        with Image.open(tmp_path / "outputs" / row["path"]) as image:
+            assert image.mode == "RGB" and not image.getexif() and max(image.size) == 240
+            # Sideways sources stand upright: photos keep their own shape (the one twin
+            # picture each class keeps has its own).
+            if faults.image_fault(row["photo_id"]) not in ("duplicate", "near_duplicate"):
+                facts = universe._facts(row["photo_id"])
+                assert (image.width >= image.height) == (facts["width"] >= facts["height"])

@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from harvester.images import Normalised, Unusable, normalise
-from tests.images import encoded, halves, jpeg
+from tests.images import encoded, halves, jpeg, png_declaring
 
 
 def decoded(result) -> Image.Image:
@@ -72,3 +72,38 @@ def test_a_decompression_bomb_is_rejected_without_decoding(monkeypatch):
 def test_the_same_source_always_gives_the_same_bytes():
     source = jpeg(1024, 768)
     assert normalise(source, 240, 85) == normalise(source, 240, 85)
+
+
+def test_a_bomb_declaring_billions_of_pixels_is_refused_from_its_header_alone():
+    bomb = png_declaring(60_000, 60_000)  # 3.6 billion pixels in 100 bytes
+    assert len(bomb) < 200
+    result = normalise(bomb, 240, 90)
+    assert isinstance(result, Unusable) and result.reason == "too_large"
+    assert "pixels" in result.detail
+
+
+def test_sixteen_bit_grayscale_keeps_its_tones():
+    source = Image.new("I;16", (400, 300))
+    source.putdata([x * 65535 // 399 for _ in range(300) for x in range(400)])
+    image = decoded(normalise(encoded(source, "PNG"), 240, 90))
+    left, middle, right = (image.getpixel((x, 80))[0] for x in (2, 120, 237))
+    assert left < 15 and 100 < middle < 155 and right > 240  # a ramp, not a white sheet
+
+
+def test_the_same_picture_under_other_bytes_has_the_same_pixel_hash():
+    picture = halves(800, 600)
+    plain = normalise(encoded(picture, "PNG"), 240, 90)
+    tagged = normalise(encoded(picture, "PNG", pnginfo=_text_chunk("id", "2")), 240, 90)
+    assert plain.pixels_sha256 == tagged.pixels_sha256 and plain.phash == tagged.phash
+    reencoded = normalise(encoded(picture.resize((760, 570)), "JPEG", quality=60), 240, 90)
+    assert reencoded.pixels_sha256 != plain.pixels_sha256
+    distance = bin(int(reencoded.phash, 16) ^ int(plain.phash, 16)).count("1")
+    assert distance <= 6  # near: the same picture re-encoded
+
+
+def _text_chunk(key: str, value: str):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text(key, value)
+    return info

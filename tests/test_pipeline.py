@@ -357,8 +357,8 @@ def test_exporting_an_unfinished_harvest_says_it_is_unfinished(make_config, flic
 
 def serve_pages(mock, pages: dict[tuple[str, int], list[str]], faults: dict[str, tuple]):
     """A hand-made Flickr: exactly these search pages, each photo a real JPEG unless faulty."""
+    from harvester.standin import render
     from tests.conftest import IMAGE_HOST, REST_URL, fixture_response, form
-    from tests.images import jpeg
 
     def search(request):
         params = form(request)
@@ -374,7 +374,7 @@ def serve_pages(mock, pages: dict[tuple[str, int], list[str]], faults: dict[str,
 
     def image(request):
         photo_id = request.url.rsplit("/", 1)[1].split("_")[0]
-        status, body = faults.get(photo_id, (200, jpeg(240, 180)))
+        status, body = faults.get(photo_id, (200, render(photo_id, 0, 240, 180)))
         return status, {}, body
 
     mock.add_callback(responses.POST, REST_URL, callback=search)
