@@ -23,11 +23,43 @@ def split_rank(seed: int, photo_id: str) -> str:
 
 def planned_splits(photos: list[Photo], split: SplitSpec) -> dict[str, str]:
     """{photo_id: 'train' | 'test'} for one class's whole dataset."""
+    test_count = split.test_count(len(photos))
+    if split.group_by == "owner":
+        return grouped_splits(photos, split.seed, test_count)
     ranked = sorted(photos, key=lambda photo: split_rank(split.seed, photo.photo_id))
-    test_count = split.test_count(len(ranked))
     return {
         photo.photo_id: "test" if position < test_count else "train"
         for position, photo in enumerate(ranked)
+    }
+
+
+def grouped_splits(photos: list[Photo], seed: int, test_count: int) -> dict[str, str]:
+    """Each photographer's photos all on one side; test as close to `test_count` as whole
+    photographers allow (exact whenever the groups can add up to it).
+
+    Photographers are ranked by sha256(seed:owner). Test gets the first combination of
+    them, in rank order, whose photos add up to `test_count` (a subset sum), or else the
+    one coming closest below it.
+    """
+    groups: dict[str, list[Photo]] = {}
+    for photo in photos:
+        # A photo without an owner is a photographer of its own.
+        groups.setdefault(photo.owner or f"photo:{photo.photo_id}", []).append(photo)
+    ranked = sorted(groups, key=lambda owner: split_rank(seed, owner))
+    # reachable[total] = the owners (by rank position) whose photos add up to total.
+    reachable: dict[int, tuple[int, ...]] = {0: ()}
+    for position, owner in enumerate(ranked):
+        size = len(groups[owner])
+        for total, chosen in list(reachable.items()):
+            if total + size <= test_count and total + size not in reachable:
+                reachable[total + size] = (*chosen, position)
+        if test_count in reachable:
+            break
+    test_owners = {ranked[position] for position in reachable[max(reachable)]}
+    return {
+        photo.photo_id: "test" if owner in test_owners else "train"
+        for owner, members in groups.items()
+        for photo in members
     }
 
 

@@ -81,6 +81,7 @@ class SplitSpec:
     seed: int
     type: Literal["absolute", "proportional"]
     test_size: float  # a photo count (absolute) or a fraction of the class (proportional)
+    group_by: Literal["owner"] | None = None  # keep each group's photos on one side
 
     def test_count(self, class_size: int) -> int:
         """How many of a class's `class_size` photos go to test; at least one stays in train."""
@@ -275,7 +276,7 @@ def _tags(raw: Any, key: str) -> tuple[str, ...]:
 def _split(raw: Any) -> SplitSpec:
     key = "train_test_split"
     entry = _mapping(raw, key)
-    _no_unknown_keys(entry, key, {"seed", "type", "test_size"})
+    _no_unknown_keys(entry, key, {"seed", "type", "test_size", "group_by"})
     _require(entry, key, ("test_size",))
     seed = _integer(entry.get("seed", 42), f"{key}.seed")
     split_type = entry.get("type", "absolute")
@@ -293,7 +294,10 @@ def _split(raw: Any) -> SplitSpec:
             raise ConfigError(
                 size_key, "must be a fraction below 1 (0.1) or a percentage below 100 (10)"
             )
-    return SplitSpec(seed=seed, type=split_type, test_size=test_size)
+    group_by = entry.get("group_by")
+    if group_by not in (None, "owner"):
+        raise ConfigError(f"{key}.group_by", f"{group_by!r} is not 'owner'")
+    return SplitSpec(seed=seed, type=split_type, test_size=test_size, group_by=group_by)
 
 
 def _flickr(raw: Any) -> FlickrSpec:

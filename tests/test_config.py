@@ -130,6 +130,8 @@ def test_proportional_test_size_is_a_fraction_or_a_percentage(
         ({"ambiguous_photos": "keep"}, "ambiguous_photos", "not one of reject, first_class"),
         ({"image": {"near_duplicate_distance": 8}}, "image.near_duplicate_distance",
          "at most 7"),
+        ({"train_test_split": {"test_size": 1, "group_by": "camera"}},
+         "train_test_split.group_by", "is not 'owner'"),
     ],
 )
 def test_a_bad_config_names_the_key_and_the_reason(

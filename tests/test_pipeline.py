@@ -527,3 +527,19 @@ def test_a_photo_with_no_size_large_enough_is_rejected_and_replaced(make_config,
     for (path,) in db.execute("SELECT path FROM photos WHERE state = 'assigned'"):
         with Image.open(config.output_dir / path) as image:
             assert max(image.size) == 2048
+
+
+def test_a_harvest_split_by_owner_keeps_each_photographer_on_one_side(make_config, flickr):
+    config = make_config(classes=[{"name": "cat", "count": 120}],
+                         train_test_split={"seed": 1, "type": "proportional",
+                                           "test_size": 0.2, "group_by": "owner"})
+    harvest(config, CREDENTIALS)
+    db = open_database(config.database_path)
+    sides = dict(db.execute(
+        "SELECT owner, group_concat(DISTINCT split) FROM photos WHERE state = 'assigned' "
+        "GROUP BY owner").fetchall())
+    assert all(side in ("train", "test") for side in sides.values())
+    counts = dict(db.execute("SELECT split, count(*) FROM photos WHERE state = 'assigned' "
+                             "GROUP BY split").fetchall())
+    assert counts == {"train": 96, "test": 24}
+    assert sum(1 for side in sides.values() if side == "test") > 1

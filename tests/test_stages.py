@@ -143,6 +143,35 @@ def test_split_sizes_are_exact(split: SplitSpec, size: int, test: int):
     assert list(plan.values()).count("train") == size - test
 
 
+def owned(sizes: list[int]) -> list[Photo]:
+    """Photos of photographers owning `sizes` photos each."""
+    return [Photo(photo_id=f"{owner}{index}", class_="cat", state=State.RESIZED,
+                  found_order=0, search_tags="cat", owner=f"owner{owner}@N01")
+            for owner, size in enumerate(sizes) for index in range(size)]
+
+
+def sides(plan: dict[str, str], batch: list[Photo]) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for photo in batch:
+        found.setdefault(photo.owner, set()).add(plan[photo.photo_id])
+    return found
+
+
+@pytest.mark.parametrize(("sizes", "test_size", "test"), [
+    ([7, 1, 3, 12, 2, 5, 4, 1, 9, 6], 10, 10),
+    ([5] * 10, 7, 5),  # whole photographers of five cannot make seven: as close as can be
+    ([1] * 40, 4, 4),
+])
+def test_a_split_grouped_by_owner_keeps_each_photographer_on_one_side(sizes, test_size, test):
+    split = SplitSpec(seed=42, type="absolute", test_size=test_size, group_by="owner")
+    batch = owned(sizes)
+    plan = assign.planned_splits(batch, split)
+    assert all(len(found) == 1 for found in sides(plan, batch).values())
+    assert list(plan.values()).count("test") == test
+    shuffled = batch[:]
+    random.Random(3).shuffle(shuffled)
+    assert assign.planned_splits(shuffled, split) == plan
+
 
 def failure(photo_id: str) -> download.DownloadFailed:
     return download.DownloadFailed(photo_id, "http_503", "", 1, transient=True)
