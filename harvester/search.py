@@ -128,8 +128,8 @@ def whole_range(
         return whole
     # Fixed at the first search: a resumed search walks the same windows, and photos
     # uploaded after the harvest began never shift its pages.
-    uploaded_from = config.flickr.min_upload_date or FLICKR_BEGAN
-    uploaded_to = max(uploaded_from, config.flickr.max_upload_date or int(clock()))
+    uploaded_to = config.flickr.max_upload_date or int(clock())
+    uploaded_from = config.flickr.min_upload_date or min(FLICKR_BEGAN, uploaded_to)
     db.execute(
         "INSERT INTO search_windows (class, uploaded_from, uploaded_to) VALUES (?, ?, ?)",
         [spec.name, uploaded_from, uploaded_to],
@@ -168,17 +168,34 @@ def cut_next(
         measured = _windows(
             db, "class = ? AND total IS NOT NULL ORDER BY window_id DESC LIMIT 1", [spec.name]
         )[0]
-        if measured.total:
+        if measured.total and measured.seconds > 1:
             seconds = max(1, WINDOW_TARGET * measured.seconds // measured.total)
-        else:  # nothing uploaded in the last window: stride over the quiet years faster
-            seconds = 2 * measured.seconds
-    seconds = min(seconds, left[1] - left[0] + 1)
+        else:
+            # The last window held nothing, or was one crowded second: neither tells the
+            # pace beyond it. The window being walked in pieces does: its count, less what
+            # was walked inside it, spread over its part not walked yet.
+            seconds = _pace_of_the_rest(db, spec, walked, left)
+    seconds = max(1, min(seconds, left[1] - left[0] + 1))
     span = (left[1] - seconds + 1, left[1]) if newest_first else (left[0], left[0] + seconds - 1)
     db.execute(
         "INSERT INTO search_windows (class, uploaded_from, uploaded_to) VALUES (?, ?, ?)",
         [spec.name, *span],
     )
     return _windows(db, "class = ? AND state = 'open'", [spec.name])[0]
+
+
+def _pace_of_the_rest(
+    db: Database, spec: ClassSpec, walked: list[Window], left: tuple[int, int]
+) -> int:
+    """Seconds of the unwalked part of the latest split window that hold WINDOW_TARGET."""
+    cut = _windows(db, "class = ? AND state = 'split' ORDER BY window_id DESC LIMIT 1",
+                   [spec.name])[0]
+    rest = min(left[1], cut.uploaded_to) - max(left[0], cut.uploaded_from) + 1
+    inside = sum(window.total or 0 for window in walked
+                 if cut.uploaded_from <= window.uploaded_from <= window.uploaded_to
+                 <= cut.uploaded_to)
+    remaining = (cut.total or 0) - inside
+    return rest if remaining <= 0 else max(1, WINDOW_TARGET * rest // remaining)
 
 
 def _windows(db: Database, where: str, params: list[object]) -> list[Window]:
@@ -258,10 +275,14 @@ def cut_after_overfull(
             [spec.name, *walked, sum(1 for date in dates if date != dates[-1])],
         )
         seconds = window.seconds
+    elif sort.startswith("date-posted") and dates:
+        # The whole page in the edge's second: that second alone is the next window.
+        seconds = 1
     elif sort.startswith(("relevance", "interestingness")):
         wanted = len(dates) * WINDOW_TARGET // page.total
         if 1 <= wanted < len(dates):
-            seconds = abs(edge - dates[wanted])
+            # At least the edge's second, however many of the sample share it.
+            seconds = max(1, abs(edge - dates[wanted]))
     cut_next(db, spec, newest_first, seconds)
 
 

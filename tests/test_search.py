@@ -258,3 +258,30 @@ def test_calls_count_against_a_quota_that_survives_restarts(tmp_path: Path):
     second.spend("flickr.photos.search")
     assert waits == [3600 - 120]
     assert db.execute("SELECT count(*) FROM api_calls").fetchone()[0] == 4
+
+
+class BulkImport(Universe):
+    """85% of the photos uploaded in one second, as a bulk import can be."""
+
+    def _skewed(self, uploaded: int) -> int:
+        return 1_400_000_000 if uploaded % 100 < 85 else uploaded
+
+
+@pytest.mark.parametrize("sort", ["relevance", "interestingness-desc", "date-posted-desc"])
+def test_a_crowded_upload_second_is_walked_alone_and_the_rest_around_it(make_config, sort):
+    config = make_config(classes=[{"name": "cat", "count": 100_000}],
+                         flickr={"per_page": 500, "retry_backoff": 0, "sort": sort, **RANGE})
+    db = open_database(None)
+    universe = BulkImport(seed=1, photos_per_tag={"cat": 5000})
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        flickr = MockFlickr(universe, mock)
+        for _ in range(2):  # and again, as a resume: nothing left to ask
+            search.fill(db, FlickrClient("k", "s", config.flickr, rest_url=REST_URL), config,
+                        Silent())
+    every = universe.respond({"method": "flickr.photos.search", "tags": "cat",
+                              "content_types": "0"}, "")["photos"]["total"]
+    assert db.execute("SELECT count(*) FROM photos").fetchone()[0] == every
+    assert class_exhausted(db, config.classes[0])
+    calls = searches(flickr)
+    assert all(int(p["min_upload_date"]) <= int(p["max_upload_date"]) for p in calls)
+    assert len(calls) <= 2 * every / 500  # the crowded second costs a few calls, not dozens
