@@ -72,6 +72,20 @@ def test_a_photo_that_cannot_be_fetched_is_failed_with_its_reason(searched, flic
     assert len(window_ids(db)) == 20 and flaky not in window_ids(db)
 
 
+def test_a_download_over_the_size_cap_is_rejected_without_keeping_it(
+    searched, flickr, monkeypatch
+):
+    db, config = searched
+    huge = window_ids(db)[0]
+    monkeypatch.setattr(download, "MAX_SOURCE_BYTES", 10_000)
+    flickr.image_faults[huge] = (200, b"\xff\xd8" + b"\x00" * 20_000)
+    download.run(db, config, Silent(), download.HostWatch(config.download))
+    row = db.execute("SELECT state, reason, source_path FROM photos WHERE photo_id = ?",
+                     [huge]).fetchone()
+    assert row == ("rejected", "too_large", None)
+    assert not list((config.output_dir / ".sources").rglob(f"{huge}*"))
+
+
 def test_a_source_written_by_a_killed_run_is_not_fetched_again(searched, flickr):
     db, config = searched
     photo = dataset_window(db, "cat", 1)[0]
