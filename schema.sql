@@ -58,6 +58,14 @@ CREATE TABLE IF NOT EXISTS search_windows (
     UNIQUE (class, uploaded_from, uploaded_to)
 );
 
+-- Images Flickr serves for photos that are gone, learned from its redirects to them: a
+-- download with the same bytes is rejected as `unavailable`, however it was served.
+CREATE TABLE IF NOT EXISTS placeholders (
+    sha256   TEXT PRIMARY KEY,
+    url      TEXT NOT NULL,
+    seen_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+
 -- Flickr's licenses (flickr.photos.licenses.getInfo), fetched once per harvest.
 CREATE TABLE IF NOT EXISTS licenses (
     license_id  TEXT PRIMARY KEY,       -- as in photos.license

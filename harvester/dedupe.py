@@ -1,5 +1,8 @@
 """Stage: resized photos that repeat another are rejected, before any photo is split.
 
+(And those whose bytes are a placeholder Flickr redirected a deleted photo to, served
+without the redirect: `unavailable`.)
+
 The same decoded pixels under another id are a `duplicate`; perceptual hashes within
 `image.near_duplicate_distance` bits are a `near_duplicate` (a re-upload, re-encode or
 resize). Within and across classes, of two such photos the one found first (search
@@ -38,6 +41,21 @@ class Verdict:
 
 def run(db: Database, config: Config) -> int:
     """Reject the live photos that repeat an earlier one; returns how many were rejected."""
+    return reject_placeholders(db) + reject_repeats(db, config)
+
+
+def reject_placeholders(db: Database) -> int:
+    """Photos whose downloaded bytes are a placeholder Flickr redirected another photo to."""
+    gone = [row[0] for row in db.execute(
+        "SELECT photo_id FROM photos WHERE state = 'resized' "
+        "AND sha256 IN (SELECT sha256 FROM placeholders)")]
+    with db.atomic():
+        for photo_id in gone:
+            move(db, photo_id, State.RESIZED, State.REJECTED, reason="unavailable")
+    return len(gone)
+
+
+def reject_repeats(db: Database, config: Config) -> int:
     rows = list(db.query(
         "SELECT photo_id, state, pixels_sha256, phash FROM photos "
         "WHERE state IN ('resized', 'assigned') AND phash IS NOT NULL "

@@ -34,6 +34,7 @@ SOURCES_DIR = ".sources"
 MAX_SOURCE_BYTES = 50 * 1024 * 1024
 # Flickr answers for a deleted photo with a redirect to this placeholder, served with 200.
 PLACEHOLDER_MARK = "photo_unavailable"
+PLACEHOLDER_MAX_BYTES = 1024 * 1024
 CHUNK = 64 * 1024
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 RETRY_AFTER_MAX = 30.0  # seconds
@@ -62,6 +63,7 @@ class DownloadFailed:
     attempts: int  # including this one
     transient: bool = False  # may work later: counts an attempt, the photo stays found
     rejected: bool = False  # the bytes are unusable, rather than unreachable
+    placeholder_sha256: str | None = None  # of the placeholder image Flickr redirected to
 
 
 class _Retry(Retry):
@@ -124,6 +126,9 @@ def record(db: Database, results: list[Downloaded | DownloadFailed], max_attempt
                      sha256=result.sha256, attempts=result.attempts, reason=None)
                 continue
             log.info("photo %s: %s (%s)", result.photo_id, result.reason, result.detail)
+            if result.placeholder_sha256:
+                db.execute("INSERT OR IGNORE INTO placeholders (sha256, url) VALUES (?, ?)",
+                           [result.placeholder_sha256, result.detail])
             if result.transient and result.attempts < max_attempts:
                 record_attempt(db, result.photo_id, State.FOUND, result.reason)
             else:
@@ -202,7 +207,12 @@ def fetch_source(
                 return failed(f"http_{status}", response.reason or "",
                               transient=status in TRANSIENT_STATUSES)
             if PLACEHOLDER_MARK in urlparse(response.url).path:
-                return failed("unavailable", response.url, rejected=True)
+                # Its bytes are learned: the same image served without a redirect (from a
+                # cache, a mirror) is then known for what it is (see dedupe).
+                body = response.raw.read(PLACEHOLDER_MAX_BYTES, decode_content=True)
+                return DownloadFailed(photo.photo_id, "unavailable", response.url, attempt,
+                                      rejected=True,
+                                      placeholder_sha256=hashlib.sha256(body).hexdigest())
             if _declared_length(response) > MAX_SOURCE_BYTES:
                 return failed("too_large", f"{_declared_length(response)} bytes", rejected=True)
             digest, size = hashlib.sha256(), 0

@@ -65,7 +65,9 @@ CONTENT_TYPES = (0, 1, 2, 3)
 # Parameters of an API call that are transport and signature, not the question asked.
 UNLOGGED = ("api_sig", "api_key", "format", "nojsoncallback")
 # Files Flickr hands out that a dataset must fix or refuse, served as image faults.
-INTEGRITY_FAULTS = ("duplicate", "near_duplicate", "cmyk", "rotated", "alpha_png", "bomb")
+# cached_placeholder: the placeholder of a deleted photo, served with 200 and no redirect.
+INTEGRITY_FAULTS = ("duplicate", "near_duplicate", "cmyk", "rotated", "alpha_png", "bomb",
+                    "cached_placeholder")
 HUE_SERVER = 1000  # a photo's `server` is HUE_SERVER + the hue its image is drawn in
 UPLOAD_RANGE = (1_104_537_600, 1_735_689_600)  # 2005 .. 2025
 
@@ -205,6 +207,8 @@ class Universe:
             return _encoded(rgba, "PNG"), "image/png"
         if fault == "bomb":
             return _png_header(60_000, 60_000), "image/png"
+        if fault == "cached_placeholder":
+            return placeholder(), "image/png"
         raise ValueError(f"unknown fault {fault!r}")
 
     def _drift_offset(self) -> int:

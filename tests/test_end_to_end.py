@@ -182,7 +182,8 @@ def test_with_flickrs_troublesome_files_on_the_dataset_holds_none_of_them(tmp_pa
     """Duplicates, near duplicates, CMYK, sideways, alpha PNGs and bombs, served by the
     stand-in for a third of the photos: fixed or rejected, and replaced."""
     universe = Universe(seed=6, photos_per_tag={"cat": 300, "dog": 300})
-    faults = Faults(image_fault_rate=0.35, image_faults=INTEGRITY_FAULTS, seed=3)
+    faults = Faults(image_fault_rate=0.35, image_faults=(*INTEGRITY_FAULTS, "unavailable"),
+                    seed=3)
     config = load_config(write_config(
         tmp_path, classes=[{"name": "cat", "count": 50}, {"name": "dog", "count": 40}],
         flickr={"per_page": 50, "retry_backoff": 0}))
@@ -194,7 +195,15 @@ def test_with_flickrs_troublesome_files_on_the_dataset_holds_none_of_them(tmp_pa
     db = open_database(config.database_path)
     reasons = dict(db.execute(
         "SELECT reason, count(*) FROM photos WHERE state = 'rejected' GROUP BY reason"))
-    assert set(reasons) == {"duplicate", "near_duplicate", "too_large"}
+    assert set(reasons) == {"duplicate", "near_duplicate", "too_large", "unavailable"}
+    # The placeholder learned from Flickr's redirects, then met without one, too.
+    placeholder_hash = hashlib.sha256(placeholder()).hexdigest()
+    learned = db.execute("SELECT sha256 FROM placeholders").fetchall()
+    assert learned == [(placeholder_hash,)]
+    assert db.execute("SELECT count(*) FROM photos WHERE sha256 = ? AND state = 'rejected' "
+                      "AND reason = 'unavailable'", [placeholder_hash]).fetchone()[0] > 0
+    assert db.execute("SELECT count(*) FROM photos WHERE sha256 = ? AND state = 'assigned'",
+                      [placeholder_hash]).fetchone()[0] == 0
     assert db.execute("SELECT count(*) FROM photos WHERE reason LIKE '%duplicate' "
                       "AND duplicate_of IS NULL").fetchone()[0] == 0
     rows = list(db.query("SELECT photo_id, path, pixels_sha256, phash, split FROM photos "
