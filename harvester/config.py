@@ -29,7 +29,8 @@ CLASS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Names the output folder already uses for its own files.
 RESERVED_NAMES = frozenset({
     "harvest.db", "harvest.db-wal", "harvest.db-shm", "harvest.lock", "train_test_split.json",
-    "urls_data.json", "summary.txt", "dataset.tgz", "config.yaml",
+    "urls_data.json", "summary.txt", "dataset.tgz", "config.yaml", "attribution.csv",
+    "attribution.md",
 })
 MAX_COUNT = 10_000_000
 # The flickr: keys that decide which photos a search finds, and so the dataset.

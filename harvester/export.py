@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import json
@@ -19,7 +20,14 @@ from harvester.progress import ProgressSink, Silent
 SPLIT_FILE = "train_test_split.json"
 URLS_FILE = "urls_data.json"
 SUMMARY_FILE = "summary.txt"
+ATTRIBUTION_CSV = "attribution.csv"
+ATTRIBUTION_MD = "ATTRIBUTION.md"
 ARCHIVE_FILE = "dataset.tgz"
+# Written before the archive, and packed into it.
+METADATA_FILES = (SPLIT_FILE, URLS_FILE, SUMMARY_FILE, ATTRIBUTION_CSV, ATTRIBUTION_MD)
+ALL_RIGHTS_RESERVED = "0"
+ATTRIBUTION_COLUMNS = ("path", "photo_id", "title", "owner", "owner_name", "license",
+                       "license_name", "license_url", "page_url")
 
 
 def run(db: Database, config: Config, sink: ProgressSink | None = None) -> list[Path]:
@@ -28,8 +36,58 @@ def run(db: Database, config: Config, sink: ProgressSink | None = None) -> list[
     write_atomically(out / SPLIT_FILE, _json(split_document(db)))
     write_atomically(out / URLS_FILE, _json(urls_document(db, config)))
     write_atomically(out / SUMMARY_FILE, summary_text(db, config).encode())
+    credits = attribution_rows(db)
+    write_atomically(out / ATTRIBUTION_CSV, attribution_csv(credits).encode())
+    write_atomically(out / ATTRIBUTION_MD, attribution_markdown(credits, config).encode())
     write_archive(db, config, out / ARCHIVE_FILE, sink or Silent())
-    return [out / name for name in (SPLIT_FILE, URLS_FILE, SUMMARY_FILE, ARCHIVE_FILE)]
+    return [out / name for name in (*METADATA_FILES, ARCHIVE_FILE)]
+
+
+def attribution_rows(db: Database) -> list[dict[str, Any]]:
+    """What crediting each dataset photo takes, as its license asks: by path."""
+    return list(db.query(
+        "SELECT p.path, p.photo_id, p.title, p.owner, p.owner_name, p.license, "
+        "l.name AS license_name, l.url AS license_url, p.page_url "
+        "FROM photos p LEFT JOIN licenses l ON l.license_id = p.license "
+        "WHERE p.state = 'assigned' ORDER BY p.path"
+    ))
+
+
+def attribution_csv(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, ATTRIBUTION_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def attribution_markdown(rows: list[dict[str, Any]], config: Config) -> str:
+    lines = [
+        "# Attribution",
+        "",
+        "The photos of this dataset are from Flickr. Each is credited here with its title,",
+        "its photographer, its license, and a link to its page on Flickr.",
+    ]
+    by_class: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_class.setdefault(row["path"].split("/", 1)[0], []).append(row)
+    for spec in config.classes:
+        lines += ["", f"## {spec.name}", ""]
+        for row in by_class.get(spec.name, []):
+            title = _markdown_text(row["title"] or "Untitled")
+            owner = _markdown_text(row["owner_name"] or row["owner"] or "unknown")
+            license_name = row["license_name"] or f"license {row['license']}"
+            licensed = (f"[{_markdown_text(license_name)}]({row['license_url']})"
+                        if row["license_url"] else _markdown_text(license_name))
+            lines.append(f"- `{row['path']}`: [{title}]({row['page_url']}) by {owner}, "
+                         f"{licensed}")
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_text(text: str) -> str:
+    # Titles are anyone's words: escape what Markdown would read as markup.
+    return "".join(f"\\{char}" if char in "\\`*_[]()<>#|!" else char
+                   for char in " ".join(text.split()))
 
 
 def split_document(db: Database) -> dict[str, list[str]]:
@@ -86,6 +144,16 @@ def summary_text(db: Database, config: Config) -> str:
     for name, by_reason in reasons.items():
         for reason, photos in by_reason.items():
             lines.append(f"  {name}  {reason}  {photos}")
+    lines += ["", "Licenses of the dataset's photos:"]
+    licenses = license_counts(db)
+    lines += [f"  {name}  {photos}" for name, photos in licenses.items()] or ["  none"]
+    reserved = db.execute(
+        "SELECT count(*) FROM photos WHERE state = 'assigned' AND license = ?",
+        [ALL_RIGHTS_RESERVED]).fetchone()[0]
+    if reserved:
+        lines.append(f"note: {reserved} photos are All Rights Reserved: their owners have not "
+                     "licensed them for reuse. Set flickr.license (e.g. [4, 5, 9, 10]) to leave "
+                     "them out.")
     lines += ["", "Flickr API calls, by run:"]
     lines += [f"  {line}" for line in run_lines(queries.runs(db))] or ["  none"]
     return "\n".join(lines) + "\n"
@@ -101,6 +169,18 @@ def run_lines(runs: list[dict[str, Any]]) -> list[str]:
         lines.append(f"run {run['run_id']} ({run['command']}, "
                      f"{run['started_at'][:19].replace('T', ' ')}, {ended}): {calls or 'no calls'}")
     return lines
+
+
+def license_counts(db: Database) -> dict[str, int]:
+    """Dataset photos per license name, most first."""
+    return {
+        row["name"]: row["photos"]
+        for row in db.query(
+            "SELECT coalesce(l.name, 'license ' || p.license, 'unknown') AS name, "
+            "count(*) AS photos FROM photos p LEFT JOIN licenses l ON l.license_id = p.license "
+            "WHERE p.state = 'assigned' GROUP BY name ORDER BY photos DESC, name"
+        )
+    }
 
 
 def write_archive(db: Database, config: Config, target: Path, sink: ProgressSink) -> None:
@@ -122,7 +202,7 @@ def write_archive(db: Database, config: Config, target: Path, sink: ProgressSink
             data = (out / relative).read_bytes()
             tar.addfile(_member(relative, size=len(data)), io.BytesIO(data))
             sink.advance("archive")
-        for name in (SPLIT_FILE, URLS_FILE, SUMMARY_FILE):
+        for name in METADATA_FILES:
             data = (out / name).read_bytes()
             tar.addfile(_member(name, size=len(data)), io.BytesIO(data))
     sink.finish("archive")

@@ -543,3 +543,42 @@ def test_a_harvest_split_by_owner_keeps_each_photographer_on_one_side(make_confi
                              "GROUP BY split").fetchall())
     assert counts == {"train": 96, "test": 24}
     assert sum(1 for side in sides.values() if side == "test") > 1
+
+
+def test_attribution_files_credit_every_dataset_photo(make_config, flickr):
+    import csv
+
+    config = make_config(flickr={"per_page": 25, "retry_backoff": 0, "license": [4, 5, 9]})
+    harvest(config, CREDENTIALS)
+    out = config.output_dir
+    split = json.loads((out / "train_test_split.json").read_text())
+    with (out / "attribution.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["path"] for row in rows] == sorted(split["train"] + split["test"])
+    for row in rows:
+        assert row["page_url"] == (
+            f"https://www.flickr.com/photos/{row['owner']}/{row['photo_id']}")
+        assert row["license_name"] and row["owner_name"] and row["title"]
+    credits = (out / "ATTRIBUTION.md").read_text()
+    for row in rows:
+        assert f"`{row['path']}`: [" in credits and f"]({row['page_url']}) by " in credits
+    summary = (out / "summary.txt").read_text()
+    histogram = summary.split("Licenses of the dataset's photos:\n")[1].split("\n\n")[0]
+    assert sum(int(line.rsplit(None, 1)[1]) for line in histogram.splitlines()) == 30
+    assert "All Rights Reserved" not in summary
+    with tarfile.open(out / "dataset.tgz") as archive:
+        assert {"attribution.csv", "ATTRIBUTION.md"} <= set(archive.getnames())
+
+
+def test_all_rights_reserved_photos_are_flagged_when_no_license_filter_left_them_out(
+    make_config, flickr
+):
+    config = make_config(classes=[{"name": "cat", "count": 60}])
+    harvest(config, CREDENTIALS)
+    db = open_database(config.database_path)
+    reserved = db.execute("SELECT count(*) FROM photos WHERE state = 'assigned' "
+                          "AND license = '0'").fetchone()[0]
+    assert reserved > 0
+    summary = (config.output_dir / "summary.txt").read_text()
+    assert f"  All Rights Reserved  {reserved}" in summary
+    assert f"note: {reserved} photos are All Rights Reserved" in summary
