@@ -46,16 +46,24 @@ def grouped_splits(photos: list[Photo], seed: int, test_count: int) -> dict[str,
         # A photo without an owner is a photographer of its own.
         groups.setdefault(photo.owner or f"photo:{photo.photo_id}", []).append(photo)
     ranked = sorted(groups, key=lambda owner: split_rank(seed, owner))
-    # reachable[total] = the owners (by rank position) whose photos add up to total.
-    reachable: dict[int, tuple[int, ...]] = {0: ()}
+    # A subset sum over a bitset: bit t of `reachable` is set once some owners' photos add
+    # up to t; `added[t]` is the owner (rank position) that first reached t.
+    limit = (1 << (test_count + 1)) - 1
+    reachable, added = 1, {}
     for position, owner in enumerate(ranked):
-        size = len(groups[owner])
-        for total, chosen in list(reachable.items()):
-            if total + size <= test_count and total + size not in reachable:
-                reachable[total + size] = (*chosen, position)
-        if test_count in reachable:
+        grown = (reachable << len(groups[owner])) & limit & ~reachable
+        while grown:
+            total = (grown & -grown).bit_length() - 1
+            added[total] = position
+            grown &= grown - 1
+        reachable |= (reachable << len(groups[owner])) & limit
+        if reachable >> test_count & 1:
             break
-    test_owners = {ranked[position] for position in reachable[max(reachable)]}
+    total, test_owners = reachable.bit_length() - 1, set()
+    while total:
+        owner = ranked[added[total]]
+        test_owners.add(owner)
+        total -= len(groups[owner])
     return {
         photo.photo_id: "test" if owner in test_owners else "train"
         for owner, members in groups.items()

@@ -57,17 +57,17 @@ def reject_placeholders(db: Database) -> int:
 
 def reject_repeats(db: Database, config: Config) -> int:
     rows = list(db.query(
-        "SELECT photo_id, state, pixels_sha256, phash FROM photos "
-        "WHERE state IN ('resized', 'assigned') AND phash IS NOT NULL "
-        # Assigned photos are in a split already: they always stay, so they come first.
-        "ORDER BY state = 'assigned' DESC, found_order"
+        "SELECT photo_id, state, pixels_sha256, phash FROM photos WHERE phash IS NOT NULL "
+        "AND (state IN ('resized', 'assigned') "
+        "     OR (state = 'rejected' AND reason IN ('duplicate', 'near_duplicate'))) "
+        "ORDER BY found_order"
     ))
     verdicts = judge(
         [row["photo_id"] for row in rows],
         [row["pixels_sha256"] for row in rows],
         [int(row["phash"], 16) for row in rows],
         config.image.near_duplicate_distance,
-        protected={index for index, row in enumerate(rows) if row["state"] == "assigned"},
+        candidates={index for index, row in enumerate(rows) if row["state"] == "resized"},
     )
     with db.atomic():
         for verdict in verdicts:
@@ -79,44 +79,51 @@ def reject_repeats(db: Database, config: Config) -> int:
 
 
 def judge(
-    photo_ids: list[str],
-    pixels: list[str],
-    hashes: list[int],
-    distance: int,
-    protected: set[int] = frozenset(),  # type: ignore[assignment]
+    photo_ids: list[str], pixels: list[str], hashes: list[int], distance: int,
+    candidates: set[int],
 ) -> list[Verdict]:
-    """Which photos, given in order of precedence, repeat an earlier one that stays."""
-    earlier = neighbours(hashes, distance)
+    """Which `candidates` repeat an earlier photo: photos given in search order, all that
+    ever reached resized (kept, or rejected as repeats themselves).
+
+    Judged against every earlier photo, not only those kept, so that a verdict depends on
+    which photos were found and in what order, never on when each was resized.
+    """
     first_with_pixels: dict[str, int] = {}
-    kept = np.zeros(len(photo_ids), dtype=bool)
+    values = np.array(hashes, dtype=np.uint64)
+    unique, group_of = np.unique(values, return_inverse=True)
+    first_in_group: dict[int, int] = {}
+    for index, group in enumerate(group_of.tolist()):
+        first_in_group.setdefault(group, index)
+    near_groups = neighbours(unique.tolist(), distance)
     verdicts = []
     for index, photo_id in enumerate(photo_ids):
         same = first_with_pixels.setdefault(pixels[index], index)
-        near = next((other for other in earlier.get(index, ()) if kept[other]), None)
-        if index in protected or (same == index and near is None):
-            kept[index] = True
-        elif same != index and kept[same]:
+        if index not in candidates:
+            continue
+        if same < index:
             verdicts.append(Verdict(photo_id, "duplicate", photo_ids[same]))
-        elif near is not None:
-            verdicts.append(Verdict(photo_id, "near_duplicate", photo_ids[near]))
-        else:  # the same pixels as a photo that was itself rejected: this one stays
-            first_with_pixels[pixels[index]] = index
-            kept[index] = True
+            continue
+        group = int(group_of[index])
+        earlier = [first_in_group[other] for other in (group, *near_groups.get(group, ()))
+                   if first_in_group[other] < index]
+        if earlier:
+            verdicts.append(Verdict(photo_id, "near_duplicate", photo_ids[min(earlier)]))
     return verdicts
 
 
-def neighbours(hashes: list[int], distance: int) -> dict[int, list[int]]:
-    """For each position, the earlier positions whose hash is within `distance` bits.
+def neighbours(hashes: list[int], distance: int) -> dict[int, set[int]]:
+    """For each position, the other positions whose hash is within `distance` bits.
 
     Not all pairs: two hashes within `distance` bits differ in at most `distance` of their
     8 blocks, so they agree exactly on some 8 - distance blocks. For each such choice of
     blocks, sorting the hashes by those blocks puts every candidate pair side by side.
+    (Give distinct hashes: equal ones make groups whose pairs grow as their square.)
     """
     if not 0 <= distance <= MAX_DISTANCE:
         raise ValueError(f"distance must be 0..{MAX_DISTANCE}")
     values = np.array(hashes, dtype=np.uint64)
     blocks = [(values >> np.uint64(8 * block)) & np.uint64(0xFF) for block in range(BLOCKS)]
-    pairs: set[tuple[int, int]] = set()
+    near: dict[int, set[int]] = {}
     for chosen in itertools.combinations(range(BLOCKS), BLOCKS - distance):
         key = np.zeros(len(values), dtype=np.uint64)
         for block in chosen:
@@ -131,9 +138,8 @@ def neighbours(hashes: list[int], distance: int) -> dict[int, list[int]]:
             first, second = order[same], order[same + step]
             close = np.bitwise_count(values[first] ^ values[second]) <= distance
             for a, b in zip(first[close].tolist(), second[close].tolist(), strict=True):
-                pairs.add((min(a, b), max(a, b)))
+                if a != b:
+                    near.setdefault(a, set()).add(b)
+                    near.setdefault(b, set()).add(a)
             step += 1
-    earlier: dict[int, list[int]] = {}
-    for a, b in sorted(pairs):
-        earlier.setdefault(b, []).append(a)
-    return earlier
+    return near

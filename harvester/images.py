@@ -5,14 +5,11 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import warnings
 from dataclasses import dataclass
 
 import imagehash
 from PIL import Image, ImageOps, UnidentifiedImageError
-
-# Above this many pixels a source is refused before it is decoded: a decompression bomb
-# (a few KB of PNG that unpacks to gigabytes), or no photo worth the memory.
-MAX_PIXELS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -33,10 +30,15 @@ class Unusable:
 def normalise(data: bytes, longest_side: int, quality: int) -> Normalised | Unusable:
     """An upright RGB JPEG whose longest side is exactly `longest_side`; never upscaled."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        # Above Image.MAX_IMAGE_PIXELS (89 million) a source is refused from its header,
+        # before it is decoded: a decompression bomb (a few KB of PNG that unpack to
+        # gigabytes), or no photo worth the memory. Pillow only warns below twice the
+        # limit: those are refused too.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        with image:
             width, height = image.size
-            if width * height > MAX_PIXELS:
-                return Unusable("too_large", f"{width}x{height} is over {MAX_PIXELS} pixels")
             if max(width, height) < longest_side:
                 return Unusable("too_small", f"{width}x{height} is below {longest_side}px")
             scale = longest_side / max(width, height)
@@ -50,9 +52,10 @@ def normalise(data: bytes, longest_side: int, quality: int) -> Normalised | Unus
             out = io.BytesIO()
             # No exif= or icc_profile=: the output carries no metadata.
             resized.save(out, "JPEG", quality=quality, optimize=True)
-            pixels = hashlib.sha256(resized.tobytes()).hexdigest()
+            pixels = hashlib.sha256(
+                f"{resized.width}x{resized.height}:".encode() + resized.tobytes()).hexdigest()
             phash = str(imagehash.phash(resized))
-    except Image.DecompressionBombError as error:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         return Unusable("too_large", str(error))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
         return Unusable("corrupt", f"{type(error).__name__}: {error}")

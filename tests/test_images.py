@@ -74,8 +74,9 @@ def test_the_same_source_always_gives_the_same_bytes():
     assert normalise(source, 240, 85) == normalise(source, 240, 85)
 
 
-def test_a_bomb_declaring_billions_of_pixels_is_refused_from_its_header_alone():
-    bomb = png_declaring(60_000, 60_000)  # 3.6 billion pixels in 100 bytes
+@pytest.mark.parametrize("size", [(60_000, 60_000), (12_000, 10_000)])
+def test_a_bomb_declaring_too_many_pixels_is_refused_from_its_header_alone(size):
+    bomb = png_declaring(*size)  # billions, or 120 million, of pixels in 100 bytes
     assert len(bomb) < 200
     result = normalise(bomb, 240, 90)
     assert isinstance(result, Unusable) and result.reason == "too_large"
