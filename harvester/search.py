@@ -33,6 +33,9 @@ FLICKR_RESULT_CAP = 4000
 WINDOW_TARGET = 3750
 # No photo on Flickr was uploaded before 2004-01-01.
 FLICKR_BEGAN = 1_072_915_200
+# A photo the class's search found that belongs to an earlier class (ambiguous_photos:
+# first_class): not recorded here, so that class's own search records it.
+SOMEONE_ELSES = "someone else's"
 
 log = logging.getLogger(__name__)
 
@@ -313,11 +316,6 @@ def record_photos(
             "reason": reason,
         })
     return record_found(db, rows, reject_conflicts=config.ambiguous_photos == "reject")
-
-
-# A photo the class's search found that belongs to an earlier class (ambiguous_photos:
-# first_class): not recorded here, so that class's own search records it.
-SOMEONE_ELSES = "someone else's"
 
 
 def rejection(config: Config, spec: ClassSpec, photo: FoundPhoto) -> str | None:
