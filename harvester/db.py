@@ -13,6 +13,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from harvester.config import ClassSpec
+from harvester.quota import HOUR
 
 SCHEMA = files("harvester").joinpath("schema.sql").read_text(encoding="utf-8")
 SCHEMA_VERSION = int(re.search(r"PRAGMA user_version = (\d+)", SCHEMA).group(1))  # type: ignore[union-attr]
@@ -118,7 +119,7 @@ def runs(db: Database) -> list[dict[str, Any]]:
 
 def calls_in_last_hour(db: Database, now: float) -> int:
     return db.execute(
-        "SELECT count(*) FROM api_calls WHERE made_at > ?", [now - 3600]
+        "SELECT count(*) FROM api_calls WHERE made_at > ?", [now - HOUR]
     ).fetchone()[0]
 
 
@@ -162,7 +163,3 @@ def class_exhausted(db: Database, spec: ClassSpec) -> bool:
 def store_licenses(db: Database, licenses: list[dict[str, str | None]]) -> None:
     """Flickr's license list: rows of license_id, name and url."""
     db["licenses"].insert_all(licenses, replace=True)
-
-
-def license_names(db: Database) -> dict[str, str]:
-    return {row["license_id"]: row["name"] for row in db.query("SELECT * FROM licenses")}

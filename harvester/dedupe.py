@@ -5,13 +5,12 @@ without the redirect: `unavailable`.)
 
 The same decoded pixels under another id are a `duplicate`; perceptual hashes within
 `image.near_duplicate_distance` bits are a `near_duplicate` (a re-upload, re-encode or
-resize). Within and across classes, of two such photos the one found first (search
-order) stays and the other is rejected, recording the photo it repeats in
-`duplicate_of`; its class then takes the next photo found in its place. Running before
-the split means no pair can straddle train and test.
-
-Each round recomputes the verdict from the photos alive, so it depends only on which
-photos were found and in what order, never on the order downloads finished in.
+resize). Within and across classes, a photo is judged against every photo found before
+it (search order) that was resized, kept or itself rejected as a repeat, and records the
+earliest it repeats in `duplicate_of`; its class then takes the next photo found in its
+place. So a verdict depends only on which photos were found and in what order, never on
+the order downloads finished in. Running before the split means no pair can straddle
+train and test.
 """
 
 from __future__ import annotations
