@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.yaml
 
-.PHONY: demo run resume status export test bench clean
+.PHONY: demo run resume status export verify preview test browser bench clean
 
 $(BIN)/harvester: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +27,22 @@ status: $(BIN)/harvester
 export: $(BIN)/harvester
 	$(BIN)/harvester export -c $(CONFIG)
 
-test: $(BIN)/harvester
+verify: $(BIN)/harvester
+	$(BIN)/harvester verify -c $(CONFIG)
+
+preview: $(BIN)/harvester
+	$(BIN)/harvester preview -c $(CONFIG)
+
+test: $(BIN)/harvester browser
 	$(BIN)/ruff check harvester tests bench
 	$(BIN)/pytest -q
+
+# The preview page is tested in Debian's Chromium; elsewhere that one test is skipped.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "no chromium and no root apt-get: the preview page's browser test will be skipped"; fi
 
 bench: $(BIN)/harvester
 	$(BIN)/python bench/harvest_speed.py

@@ -20,6 +20,8 @@ CREATE TABLE IF NOT EXISTS photos (
     path         TEXT,                  -- dataset image, relative to the output folder
     width        INTEGER,
     height       INTEGER,
+    file_sha256  TEXT,                  -- of the dataset image file, as written
+    file_bytes   INTEGER,
     pixels_sha256 TEXT,                 -- of the dataset image's decoded pixels
     phash        TEXT,                  -- its 64-bit perceptual hash, 16 hex digits
     duplicate_of TEXT,                  -- the photo it (nearly) duplicates, when rejected so
@@ -94,6 +96,15 @@ CREATE TABLE IF NOT EXISTS api_calls (
 );
 CREATE INDEX IF NOT EXISTS api_calls_made_at ON api_calls (made_at);
 
+-- Every file the last export wrote, as written: what `harvester verify` checks the output
+-- folder against. Replaced whole by each export.
+CREATE TABLE IF NOT EXISTS artifacts (
+    path        TEXT PRIMARY KEY,       -- relative to the output folder
+    bytes       INTEGER NOT NULL,
+    sha256      TEXT NOT NULL,
+    written_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+
 CREATE VIEW IF NOT EXISTS progress AS
     SELECT class, state, count(*) AS photos
     FROM photos
@@ -101,4 +112,4 @@ CREATE VIEW IF NOT EXISTS progress AS
     ORDER BY class, state;
 
 -- The layout above; a database of another version is refused rather than misread.
-PRAGMA user_version = 3;
+PRAGMA user_version = 4;

@@ -27,6 +27,7 @@ from rich.progress import (
 from rich.table import Table
 
 from harvester import db as queries
+from harvester.archive import ChangedFile
 from harvester.config import Config, ConfigError, load_config
 from harvester.db import UnusableDatabase
 from harvester.demo import DemoFolderUnusable, run_demo
@@ -41,6 +42,8 @@ from harvester.pipeline import (
     Outcome,
     export_only,
     harvest,
+    preview_only,
+    verify_only,
 )
 from harvester.progress import ProgressSink, Silent
 from harvester.states import State
@@ -146,11 +149,48 @@ def status(
 
 @app.command("export")
 def export_command(config: ConfigPath = Path("config.yaml")) -> None:
-    """Rebuild the split, urls, summary and archive from the database alone (no network)."""
+    """Rebuild every export (split, urls, attribution, card, split folders, archive, shards,
+    summary) from the database alone, with no network."""
     settings = _load(config)
     written = _guard(lambda: export_only(settings), f"harvester export -c {config}")
     for path in written:
         out.print(f"wrote {path}")
+
+
+@app.command("verify")
+def verify_command(config: ConfigPath = Path("config.yaml")) -> None:
+    """Check the output folder against its database and dataset.tgz: every file present, with
+    the size and sha256 recorded when it was written. Exit 1 if anything differs."""
+    settings = _load(config)
+    with _progress_sink() as sink:
+        report = _guard(lambda: verify_only(settings, sink))
+    for problem in report.problems:
+        out.print(problem, highlight=False, markup=False)
+    if not report.ok:
+        _fail(EXIT_STOPPED, f"{len(report.problems)} differences in {settings.output_dir}. "
+              f"`harvester export -c {config}` rewrites the export files from the database; "
+              "a changed or missing image can be restored from the archive "
+              "(tar -xzf dataset.tgz PATH).")
+    out.print(f"verified: {report.checked} files in {settings.output_dir} are as recorded, "
+              "and dataset.tgz holds what the database lists.")
+
+
+@app.command()
+def preview(
+    config: ConfigPath = Path("config.yaml"),
+    per_class: Annotated[
+        int, typer.Option("--per-class", "-n", min=1, max=2000,
+                          help="Photos to show per class, a random sample.")
+    ] = 64,
+) -> None:
+    """A contact sheet per class and one HTML page of them all: look before you train.
+    Works during a harvest too, on the photos kept so far."""
+    settings = _load(config)
+    with _progress_sink() as sink:
+        written = _guard(lambda: preview_only(settings, per_class, sink))
+    for path in written:
+        out.print(f"wrote {path}")
+    out.print(f"Open {written[-1].as_uri()} in a browser.", highlight=False)
 
 
 @app.command()
@@ -249,7 +289,7 @@ def _guard(work: Callable[[], T], continue_with: str | None = None) -> T:
         _fail(EXIT_USAGE, f"config error: {error}")
     except (NoHarvest, HarvestBusy, DemoFolderUnusable, UnusableDatabase) as error:
         _fail(EXIT_USAGE, str(error))
-    except (FlickrFailure, ImageHostFailing) as error:
+    except (FlickrFailure, ImageHostFailing, ChangedFile) as error:
         _fail(EXIT_STOPPED, f"stopped: {error}\n{resume_hint}")
     except OSError as error:
         _fail(EXIT_STOPPED, f"stopped: {error}\n{resume_hint}")

@@ -30,7 +30,7 @@ CLASS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 RESERVED_NAMES = frozenset({
     "harvest.db", "harvest.db-wal", "harvest.db-shm", "harvest.lock", "train_test_split.json",
     "urls_data.json", "summary.txt", "dataset.tgz", "config.yaml", "attribution.csv",
-    "attribution.md",
+    "attribution.md", "readme.md", "splits", "webdataset", "preview",
 })
 MAX_COUNT = 10_000_000
 # The flickr: keys that decide which photos a search finds, and so the dataset.
@@ -39,6 +39,10 @@ SEARCH_DEFINING = (
     "per_page",
 )
 AMBIGUOUS_POLICIES = ("reject", "first_class")
+# Which image trees the output folder and dataset.tgz hold: `classes` is <class>/<id>.jpg,
+# `splits` is splits/{train,test}/<class>/<id>.jpg (Hugging Face imagefolder, torchvision
+# ImageFolder), made of hard links to the class tree's files.
+LAYOUTS = ("classes", "splits", "both")
 MAX_SECONDS = 3600.0
 
 
@@ -132,6 +136,20 @@ class ResizeSpec:
 
 
 @dataclass(frozen=True)
+class ExportSpec:
+    layout: Literal["classes", "splits", "both"] = "both"
+    webdataset_shard_size: int = 0  # photos per WebDataset tar shard; 0: no shards
+
+    @property
+    def class_tree(self) -> bool:
+        return self.layout in ("classes", "both")
+
+    @property
+    def split_tree(self) -> bool:
+        return self.layout in ("splits", "both")
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path
     output_dir: Path
@@ -141,6 +159,7 @@ class Config:
     image: ImageSpec = ImageSpec()
     download: DownloadSpec = DownloadSpec()
     resize: ResizeSpec = ResizeSpec()
+    export: ExportSpec = ExportSpec()
     # A photo whose tags match two classes: "reject" it from both, or keep it in the
     # "first_class" of the config that it matches.
     ambiguous_photos: Literal["reject", "first_class"] = "reject"
@@ -191,7 +210,7 @@ def parse_config(raw: Any, source: Path) -> Config:
         top,
         "",
         {"output_dir", "classes", "train_test_split", "flickr", "image", "download", "resize",
-         "ambiguous_photos"},
+         "export", "ambiguous_photos"},
     )
     _require(top, "", ("classes", "train_test_split"))
     output_dir = Path(_string(top.get("output_dir", "outputs"), "output_dir"))
@@ -220,6 +239,7 @@ def parse_config(raw: Any, source: Path) -> Config:
         image=_image(top.get("image", {})),
         download=_download(top.get("download", {})),
         resize=_resize(top.get("resize", {})),
+        export=_export(top.get("export", {})),
         ambiguous_photos=ambiguous,
     )
 
@@ -423,6 +443,23 @@ def _resize(raw: Any) -> ResizeSpec:
     entry = _mapping(raw, key)
     _no_unknown_keys(entry, key, {"workers"})
     return ResizeSpec(workers=_integer(entry.get("workers", 0), f"{key}.workers", 0, 256))
+
+
+def _export(raw: Any) -> ExportSpec:
+    key = "export"
+    entry = _mapping(raw, key)
+    defaults = ExportSpec()
+    _no_unknown_keys(entry, key, {field.name for field in dataclasses.fields(ExportSpec)})
+    layout = entry.get("layout", defaults.layout)
+    if layout not in LAYOUTS:
+        raise ConfigError(f"{key}.layout", f"{layout!r} is not one of {', '.join(LAYOUTS)}")
+    return ExportSpec(
+        layout=layout,
+        webdataset_shard_size=_integer(
+            entry.get("webdataset_shard_size", defaults.webdataset_shard_size),
+            f"{key}.webdataset_shard_size", 0, 1_000_000,
+        ),
+    )
 
 
 def _mapping(raw: Any, key: str) -> Mapping[str, Any]:

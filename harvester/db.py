@@ -6,6 +6,7 @@ import json
 import re
 import sqlite3
 from collections import defaultdict
+from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -163,3 +164,30 @@ def class_exhausted(db: Database, spec: ClassSpec) -> bool:
 def store_licenses(db: Database, licenses: list[dict[str, str | None]]) -> None:
     """Flickr's license list: rows of license_id, name and url."""
     db["licenses"].insert_all(licenses, replace=True)
+
+
+def dataset_photos(db: Database) -> Iterator[dict[str, Any]]:
+    """The dataset's photos with what their exports need, by path: streamed, not loaded."""
+    yield from db.query(
+        "SELECT p.photo_id, p.class, p.split, p.path, p.file_sha256, p.file_bytes, p.url, "
+        "p.title, p.owner, p.owner_name, p.license, l.name AS license_name, "
+        "l.url AS license_url, p.page_url "
+        "FROM photos p LEFT JOIN licenses l ON l.license_id = p.license "
+        "WHERE p.state = 'assigned' ORDER BY p.path"
+    )
+
+
+def snapshot_time(db: Database) -> int | None:
+    """The upper end of the searched upload dates: Flickr as it was then is what was harvested."""
+    return db.execute("SELECT max(uploaded_to) FROM search_windows").fetchone()[0]
+
+
+def record_artifacts(db: Database, artifacts: list[dict[str, Any]]) -> None:
+    """What the export just wrote (path, bytes, sha256), replacing the last export's record."""
+    with db.atomic():
+        db.execute("DELETE FROM artifacts")
+        db["artifacts"].insert_all(artifacts)
+
+
+def artifacts(db: Database) -> list[dict[str, Any]]:
+    return list(db.query("SELECT path, bytes, sha256 FROM artifacts ORDER BY path"))

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
-import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
 
+from harvester import archive, layouts
 from harvester import db as queries
+from harvester.archive import Member
+from harvester.card import CARD_FILE, card_text
 from harvester.config import Config
-from harvester.files import replacing, write_atomically
+from harvester.files import write_atomically
 from harvester.progress import ProgressSink, Silent
 
 SPLIT_FILE = "train_test_split.json"
@@ -23,24 +25,55 @@ SUMMARY_FILE = "summary.txt"
 ATTRIBUTION_CSV = "attribution.csv"
 ATTRIBUTION_MD = "ATTRIBUTION.md"
 ARCHIVE_FILE = "dataset.tgz"
-# Written before the archive, and packed into it.
-METADATA_FILES = (SPLIT_FILE, URLS_FILE, SUMMARY_FILE, ATTRIBUTION_CSV, ATTRIBUTION_MD)
+# Written before the archive, and packed into it. Not summary.txt: it reports on the
+# harvest (its runs, the archive's own sha256), which would change the archive's bytes.
+DOCUMENTS = (SPLIT_FILE, URLS_FILE, ATTRIBUTION_CSV, ATTRIBUTION_MD, CARD_FILE)
 ALL_RIGHTS_RESERVED = "0"
 ATTRIBUTION_COLUMNS = ("path", "photo_id", "title", "owner", "owner_name", "license",
                        "license_name", "license_url", "page_url")
 
 
 def run(db: Database, config: Config, sink: ProgressSink | None = None) -> list[Path]:
-    """Write every artifact into the output folder; returns their paths."""
+    """Write every artifact into the output folder and record them; returns their paths."""
+    sink = sink or Silent()
     out = config.output_dir
-    write_atomically(out / SPLIT_FILE, _json(split_document(db)))
-    write_atomically(out / URLS_FILE, _json(urls_document(db, config)))
-    write_atomically(out / SUMMARY_FILE, summary_text(db, config).encode())
+    remove_rejected_images(db, config)
     credits = attribution_rows(db)
-    write_atomically(out / ATTRIBUTION_CSV, attribution_csv(credits).encode())
-    write_atomically(out / ATTRIBUTION_MD, attribution_markdown(credits, config).encode())
-    write_archive(db, config, out / ARCHIVE_FILE, sink or Silent())
-    return [out / name for name in (*METADATA_FILES, ARCHIVE_FILE)]
+    documents = {
+        SPLIT_FILE: _json(split_document(db)),
+        URLS_FILE: _json(urls_document(db, config)),
+        ATTRIBUTION_CSV: attribution_csv(credits).encode(),
+        ATTRIBUTION_MD: attribution_markdown(credits, config).encode(),
+        CARD_FILE: card_text(db, config, license_counts(db)).encode(),
+    }
+    for name, data in documents.items():
+        write_atomically(out / name, data)
+    written = list(documents)
+    if config.export.split_tree:
+        written += layouts.write_split_tree(db, config, sink)
+    else:
+        layouts.remove_folder(out / layouts.SPLIT_TREE)
+    write_archive(db, config, out / ARCHIVE_FILE, sink)
+    written.append(ARCHIVE_FILE)
+    if config.export.webdataset_shard_size:
+        written += layouts.write_webdataset(db, config, sink)
+    else:
+        layouts.remove_folder(out / layouts.WEBDATASET_DIR)
+    recorded = [_artifact(out, name) for name in written]
+    write_atomically(out / SUMMARY_FILE, summary_text(db, config, recorded).encode())
+    recorded.append(_artifact(out, SUMMARY_FILE))
+    queries.record_artifacts(db, recorded)
+    return [out / row["path"] for row in recorded]
+
+
+def remove_rejected_images(db: Database, config: Config) -> None:
+    """Delete the images of photos rejected after they were resized (repeats, placeholders).
+
+    Their rows keep what was learned of them (hashes, the photo they repeat); the class
+    folders keep only the photos of the dataset and those still on their way.
+    """
+    for row in db.query("SELECT path FROM photos WHERE state = 'rejected' AND path IS NOT NULL"):
+        (config.output_dir / row["path"]).unlink(missing_ok=True)
 
 
 def attribution_rows(db: Database) -> list[dict[str, Any]]:
@@ -108,7 +141,9 @@ def urls_document(db: Database, config: Config) -> dict[str, list[str]]:
     return document
 
 
-def summary_text(db: Database, config: Config) -> str:
+def summary_text(
+    db: Database, config: Config, artifacts: list[dict[str, Any]] | None = None
+) -> str:
     totals = queries.class_totals(db)
     reasons = queries.reason_counts(db)
     columns = ("found", "downloaded", "failed", "rejected", "in_dataset", "train", "test")
@@ -154,6 +189,9 @@ def summary_text(db: Database, config: Config) -> str:
         lines.append(f"note: {reserved} photos are All Rights Reserved: their owners have not "
                      "licensed them for reuse. Set flickr.license (e.g. [4, 5, 9, 10]) to leave "
                      "them out.")
+    if artifacts:
+        lines += ["", "Files of this export (bytes, sha256; `harvester verify` checks them):"]
+        lines += [f"  {row['path']}  {row['bytes']}  {row['sha256']}" for row in artifacts]
     lines += ["", "Flickr API calls, by run:"]
     lines += [f"  {line}" for line in run_lines(queries.runs(db))] or ["  none"]
     return "\n".join(lines) + "\n"
@@ -184,39 +222,40 @@ def license_counts(db: Database) -> dict[str, int]:
 
 
 def write_archive(db: Database, config: Config, target: Path, sink: ProgressSink) -> None:
-    """A gzipped tar of the class folders and metadata files, byte-reproducible.
-
-    Relative member names, sorted; no timestamps, owners or modes from the machine.
-    """
-    out = config.output_dir
-    paths = [row["path"] for row in db.query(
-        "SELECT path FROM photos WHERE state = 'assigned' ORDER BY path"
-    )]
-    sink.start("archive", total=len(paths))
-    with replacing(target) as handle, gzip.GzipFile(
-        filename="", mode="wb", fileobj=handle, mtime=0, compresslevel=6
-    ) as zipped, tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name in sorted({spec.name for spec in config.classes}):
-            tar.addfile(_member(name, directory=True))
-        for relative in paths:
-            data = (out / relative).read_bytes()
-            tar.addfile(_member(relative, size=len(data)), io.BytesIO(data))
+    """dataset.tgz: the image trees of the layout and the documents, byte-reproducible."""
+    members = list(archive_members(db, config))
+    sink.start("archive", total=len(members))
+    with archive.tar_writer(target, compressed=True) as tar:
+        for member in members:
+            archive.add(tar, member)
             sink.advance("archive")
-        for name in METADATA_FILES:
-            data = (out / name).read_bytes()
-            tar.addfile(_member(name, size=len(data)), io.BytesIO(data))
     sink.finish("archive")
 
 
-def _member(name: str, size: int = 0, directory: bool = False) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = 0
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
-    info.mode = 0o755 if directory else 0o644
-    return info
+def archive_members(db: Database, config: Config) -> Iterator[Member]:
+    """What dataset.tgz holds, in order: the class tree, the split tree, the documents.
+
+    With both trees, the split tree's images are hard links to the class tree's: stored once.
+    """
+    out = config.output_dir
+    if config.export.class_tree:
+        for name in sorted(spec.name for spec in config.classes):
+            yield Member(f"{name}/", "dir")
+        for photo in queries.dataset_photos(db):
+            yield Member(photo["path"], "file", source=out / photo["path"],
+                         sha256=photo["file_sha256"])
+    if config.export.split_tree:
+        yield from layouts.split_tree_members(db, out, config.export.class_tree)
+        for split in layouts.SPLITS:
+            name = f"{layouts.SPLIT_TREE}/{split}/{layouts.METADATA_JSONL}"
+            yield Member(name, "file", source=out / name)
+    for name in DOCUMENTS:
+        yield Member(name, "file", source=out / name)
+
+
+def _artifact(out: Path, name: str) -> dict[str, Any]:
+    path = out / name
+    return {"path": name, "bytes": path.stat().st_size, "sha256": archive.sha256_of(path)}
 
 
 def _json(document: Any) -> bytes:

@@ -11,13 +11,14 @@ from pathlib import Path
 import requests
 from sqlite_utils import Database
 
-from harvester import assign, dedupe, download, export, resize, search
+from harvester import assign, dedupe, download, export, preview, resize, search
 from harvester import db as queries
 from harvester.config import Config, ConfigError
 from harvester.files import Locked, exclusive
 from harvester.flickr import DEFAULT_REST_URL, FlickrClient
 from harvester.progress import ProgressSink, Silent
 from harvester.quota import Quota
+from harvester.verify import Report, verify
 
 LOCK_FILE = "harvest.lock"
 
@@ -149,14 +150,39 @@ def complete_stages(
 
 def export_only(config: Config) -> list[Path]:
     """Rebuild every artifact from the database alone."""
-    if not config.database_path.exists():
-        raise NoHarvest(f"no harvest in {config.output_dir}: start one with `harvester run`")
+    _require_harvest(config)
     with only_run(config):
         db = queries.open_database(config.database_path)
         try:
             return export.run(db, config)
         finally:
             db.close()
+
+
+def verify_only(config: Config, sink: ProgressSink | None = None) -> Report:
+    """Check the output folder against the database and the archive; writes nothing."""
+    _require_harvest(config)
+    with only_run(config):
+        db = queries.open_database(config.database_path)
+        try:
+            return verify(db, config, sink or Silent())
+        finally:
+            db.close()
+
+
+def preview_only(config: Config, per_class: int, sink: ProgressSink | None = None) -> list[Path]:
+    """Contact sheets and a page of the photos kept so far; safe while a harvest runs."""
+    _require_harvest(config)
+    db = queries.open_database(config.database_path)
+    try:
+        return preview.write_preview(db, config, per_class, sink or Silent())
+    finally:
+        db.close()
+
+
+def _require_harvest(config: Config) -> None:
+    if not config.database_path.exists():
+        raise NoHarvest(f"no harvest in {config.output_dir}: start one with `harvester run`")
 
 
 @contextmanager

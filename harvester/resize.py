@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -30,6 +31,8 @@ class Resized:
     path: str
     width: int
     height: int
+    file_sha256: str
+    file_bytes: int
     pixels_sha256: str
     phash: str
 
@@ -71,6 +74,7 @@ def record(db: Database, results: list[Resized | Rejected]) -> None:
             if isinstance(result, Resized):
                 move(db, result.photo_id, State.DOWNLOADED, State.RESIZED,
                      path=result.path, width=result.width, height=result.height,
+                     file_sha256=result.file_sha256, file_bytes=result.file_bytes,
                      pixels_sha256=result.pixels_sha256, phash=result.phash)
             else:
                 log.info("photo %s rejected: %s (%s)", result.photo_id, result.reason,
@@ -107,4 +111,5 @@ def resize_one(output_dir: Path, spec: ImageSpec, photo: Photo) -> Resized | Rej
     relative = dataset_path(photo)
     write_atomically(output_dir / relative, result.jpeg)
     return Resized(photo.photo_id, relative, result.width, result.height,
+                   hashlib.sha256(result.jpeg).hexdigest(), len(result.jpeg),
                    result.pixels_sha256, result.phash)

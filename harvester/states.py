@@ -38,7 +38,7 @@ LIVE_STATES = (State.FOUND, State.DOWNLOADED, State.RESIZED, State.ASSIGNED)
 # Columns a transition may set alongside the state.
 WRITABLE = frozenset(
     {"split", "source_path", "source_bytes", "sha256", "path", "width", "height", "reason",
-     "attempts", "pixels_sha256", "phash", "duplicate_of"}
+     "attempts", "file_sha256", "file_bytes", "pixels_sha256", "phash", "duplicate_of"}
 )
 
 
@@ -62,6 +62,8 @@ class Photo:
     path: str | None = None
     width: int | None = None
     height: int | None = None
+    file_sha256: str | None = None
+    file_bytes: int | None = None
     pixels_sha256: str | None = None
     phash: str | None = None
     duplicate_of: str | None = None

@@ -14,7 +14,9 @@ from urllib.parse import parse_qsl, urlparse
 import pytest
 import responses
 import yaml
+from typer.testing import CliRunner
 
+from harvester.cli import app
 from harvester.config import Config, load_config
 from harvester.pipeline import Credentials
 from harvester.standin import IMAGE_PATH, Universe
@@ -127,6 +129,20 @@ def dataset(output_dir: Path) -> dict[str, bytes]:
     for path in split["train"] + split["test"]:
         files[path] = (output_dir / path).read_bytes()
     return files
+
+
+KEYS = {"API_KEY": "test-key", "API_SECRET": "test-secret", "FLICKR_API_URL": REST_URL}
+
+
+@pytest.fixture
+def cli():
+    """`harvester ...` as a user types it, with Flickr credentials pointing at the mock."""
+    runner = CliRunner()
+
+    def invoke(*args: str, env: dict | None = None):
+        return runner.invoke(app, list(args), env=KEYS if env is None else env)
+
+    return invoke
 
 
 @pytest.fixture

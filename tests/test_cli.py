@@ -4,23 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from harvester import pipeline
-from harvester.cli import app
-from tests.conftest import REST_URL, write_config
-
-KEYS = {"API_KEY": "test-key", "API_SECRET": "test-secret", "FLICKR_API_URL": REST_URL}
-
-
-@pytest.fixture
-def cli(tmp_path: Path):
-    runner = CliRunner()
-
-    def invoke(*args: str, env: dict | None = None):
-        return runner.invoke(app, list(args), env=KEYS if env is None else env)
-
-    return invoke
+from tests.conftest import KEYS, write_config
 
 
 @pytest.fixture

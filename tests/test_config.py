@@ -132,6 +132,14 @@ def test_proportional_test_size_is_a_fraction_or_a_percentage(
          "at most 7"),
         ({"train_test_split": {"test_size": 1, "group_by": "camera"}},
          "train_test_split.group_by", "is not 'owner'"),
+        ({"export": {"layout": "torchvision"}}, "export.layout", "not one of classes, splits"),
+        ({"export": {"webdataset_shard_size": -1}}, "export.webdataset_shard_size",
+         "at least 0"),
+        ({"export": {"shards": 10}}, "export.shards", "unknown key"),
+        ({"classes": [{"name": "splits", "count": 5}]}, "classes[0].name",
+         "name of a harvester file"),
+        ({"classes": [{"name": "README.md", "count": 5}]}, "classes[0].name",
+         "name of a harvester file"),
     ],
 )
 def test_a_bad_config_names_the_key_and_the_reason(

@@ -1,0 +1,97 @@
+"""Byte-reproducible tar files: dataset.tgz and the WebDataset shards.
+
+The same members in the same order give the same bytes on any machine, on any day:
+member names relative, no timestamps, owners or modes taken from the machine, and a
+gzip header without a file name or time.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import tarfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from harvester.files import replacing
+
+GZIP_LEVEL = 6
+
+
+class ChangedFile(Exception):
+    """A file to pack is not what harvester wrote and recorded: packing it would hide that."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"{name} changed since harvester wrote it (its sha256 differs from the record); "
+            f"restore it from the last archive (tar -xzf dataset.tgz {name}) and export again")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One entry of an archive: a folder, a file (from disk or bytes), or a hard link."""
+
+    name: str
+    kind: str  # "dir", "file" or "link"
+    source: Path | None = None  # a file's bytes on disk
+    data: bytes | None = None  # or in memory
+    link_to: str | None = None  # a link's target: an earlier member's name
+    sha256: str | None = None  # what the file's bytes should hash to, when recorded
+
+
+@contextmanager
+def tar_writer(target: Path, compressed: bool) -> Iterator[tarfile.TarFile]:
+    """A tar (gzipped or not) written to a temporary file and renamed over `target`."""
+    with replacing(target) as handle:
+        stream: BinaryIO = handle
+        if compressed:
+            # filename="" and mtime=0: nothing of this machine or moment in the header.
+            stream = gzip.GzipFile(filename="", mode="wb", fileobj=handle, mtime=0,
+                                   compresslevel=GZIP_LEVEL)  # type: ignore[assignment]
+        try:
+            with tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                yield tar
+        finally:
+            if compressed:
+                stream.close()
+
+
+def add(tar: tarfile.TarFile, member: Member) -> None:
+    if member.kind == "dir":
+        tar.addfile(_info(member.name, tarfile.DIRTYPE))
+    elif member.kind == "link":
+        info = _info(member.name, tarfile.LNKTYPE)
+        info.linkname = str(member.link_to)
+        tar.addfile(info)
+    else:
+        data = member.data if member.data is not None else Path(str(member.source)).read_bytes()
+        if member.sha256 is not None and hashlib.sha256(data).hexdigest() != member.sha256:
+            raise ChangedFile(member.name)
+        info = _info(member.name, tarfile.REGTYPE)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+
+def write(target: Path, members: Iterable[Member], compressed: bool) -> None:
+    with tar_writer(target, compressed) as tar:
+        for member in members:
+            add(tar, member)
+
+
+def sha256_of(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _info(name: str, kind: bytes) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+    return info

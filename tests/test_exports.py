@@ -1,0 +1,315 @@
+"""Each export read by the program that consumes it: datasets, WebDataset, tar, a browser."""
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from harvester.config import load_config
+from harvester.db import open_database
+from harvester.pipeline import export_only, harvest, verify_only
+from tests.conftest import CREDENTIALS, write_config
+
+# Fixed, so the dataset (and so the card and the archive) does not depend on the day.
+UPLOADED_UNTIL = "2026-06-30"
+
+
+def harvested(folder: Path, flickr, **sections):
+    folder.mkdir(parents=True, exist_ok=True)
+    sections.setdefault("flickr", {"per_page": 25, "retry_backoff": 0,
+                                   "max_upload_date": UPLOADED_UNTIL})
+    config = load_config(write_config(folder, **sections))
+    harvest(config, CREDENTIALS)
+    return config
+
+
+def split_of(config) -> dict[str, list[str]]:
+    return json.loads((config.output_dir / "train_test_split.json").read_text())
+
+
+def test_hugging_face_datasets_loads_train_and_test_with_their_labels(tmp_path, flickr,
+                                                                     monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    datasets = pytest.importorskip("datasets")
+    config = harvested(tmp_path, flickr)
+    split = split_of(config)
+
+    for loaded in (
+        datasets.load_dataset("imagefolder", data_dir=str(config.output_dir / "splits"),
+                              cache_dir=str(tmp_path / "cache")),
+        # The dataset card's header points the folder itself at the split tree.
+        datasets.load_dataset(str(config.output_dir), cache_dir=str(tmp_path / "cache2")),
+    ):
+        assert {name: part.num_rows for name, part in loaded.items()} == {
+            "train": len(split["train"]), "test": len(split["test"])}
+        for name in ("train", "test"):
+            rows = loaded[name].to_list()
+            assert sorted(row["file_name"] if "file_name" in row else
+                          f"{row['label']}/{row['photo_id']}.jpg" for row in rows) == split[name]
+            for row in rows:
+                assert row["split"] == name
+                assert row["page_url"] == (
+                    f"https://www.flickr.com/photos/{row['owner']}/{row['photo_id']}")
+                assert row["owner_name"] and row["license_name"] and row["title"]
+        image = loaded["test"][0]["image"]
+        assert image.mode == "RGB" and max(image.size) == 240
+    assert {row["label"] for row in loaded["train"].to_list()} == {"cat", "dog"}
+
+
+def test_split_folders_read_as_torchvision_image_folders(tmp_path, flickr):
+    config = harvested(tmp_path, flickr)
+    out = config.output_dir
+    split = split_of(config)
+    card = (out / "README.md").read_text()
+    for name in ("train", "test"):
+        root = out / "splits" / name
+        # torchvision's ImageFolder.find_classes: the sorted sub-folders, numbered in order.
+        classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+        assert classes == ["cat", "dog"]
+        samples = sorted(
+            (f"{folder}/{image.name}", classes.index(folder))
+            for folder in classes for image in (root / folder).iterdir())
+        assert [path for path, _ in samples] == split[name]
+        for path, label in samples:
+            assert path.startswith(classes[label] + "/")
+            # Hard links: the same file as the class tree's, no second copy on disk.
+            assert os.path.samefile(root / path, out / path)
+    assert "| 0 | cat |" in card and "| 1 | dog |" in card
+
+
+def test_webdataset_shards_hold_every_photo_once_with_its_label(tmp_path, flickr):
+    webdataset = pytest.importorskip("webdataset")
+    config = harvested(tmp_path, flickr, export={"webdataset_shard_size": 7})
+    out = config.output_dir
+    split = split_of(config)
+    shards = sorted(path.name for path in (out / "webdataset").iterdir())
+    assert shards == [f"test-{n:06d}.tar" for n in range(1)] + [
+        f"train-{n:06d}.tar" for n in range(4)]  # 6 test, 24 train photos
+    for name in ("train", "test"):
+        urls = sorted(str(path) for path in (out / "webdataset").glob(f"{name}-*.tar"))
+        with tarfile.open(urls[0]) as tar:
+            names = tar.getnames()
+        assert len(names) == 3 * 7 or name == "test"
+        assert all(member.count(".") == 1 for member in names)  # keys without dots
+        samples = list(webdataset.WebDataset(urls, shardshuffle=False)
+                       .decode("pil").to_tuple("__key__", "jpg", "cls", "json"))
+        assert sorted(f"{meta['label']}/{key}.jpg" for key, _, _, meta in samples) == split[name]
+        for key, image, label, meta in samples:
+            assert meta["photo_id"] == key and meta["split"] == name
+            assert label == meta["label_index"] == ["cat", "dog"].index(meta["label"])
+            assert image.mode == "RGB" and max(image.size) == 240
+        # Shuffled once, not class after class, so a shuffle buffer mixes classes.
+        labels = [label for _, _, label, _ in samples]
+        assert labels != sorted(labels)
+
+
+def test_the_same_harvest_gives_the_same_archive_bytes(tmp_path, flickr):
+    straight = harvested(tmp_path / "a", flickr)
+    archive = (straight.output_dir / "dataset.tgz").read_bytes()
+
+    # Another harvest of the same photos, stopped by Flickr midway and resumed.
+    def fail_third_search(params):
+        if (params.get("method") == "flickr.photos.search"
+                and flickr.api_calls["flickr.photos.search"] == 2):
+            flickr.fail_api(1)
+
+    flickr.on_api_call = fail_third_search
+    folder = tmp_path / "b"
+    folder.mkdir()
+    interrupted = load_config(write_config(folder, flickr={
+        "per_page": 25, "retry_backoff": 0, "retries": 0, "max_upload_date": UPLOADED_UNTIL}))
+    with pytest.raises(Exception, match="failed"):
+        harvest(interrupted, CREDENTIALS)
+    flickr.on_api_call = None
+    harvest(interrupted, CREDENTIALS, command="resume")
+    assert (interrupted.output_dir / "dataset.tgz").read_bytes() == archive
+
+    export_only(straight)  # and exported again
+    assert (straight.output_dir / "dataset.tgz").read_bytes() == archive
+    digest = hashlib.sha256(archive).hexdigest()
+    assert f"  dataset.tgz  {len(archive)}  {digest}" in (
+        straight.output_dir / "summary.txt").read_text()
+    with tarfile.open(straight.output_dir / "dataset.tgz") as tar:
+        members = tar.getmembers()
+    assert all(m.mtime == 0 and m.uid == m.gid == 0 and not m.uname for m in members)
+    assert archive[4:8] == b"\0\0\0\0"  # no time in the gzip header
+
+
+def test_the_archive_holds_the_trees_of_the_layout(tmp_path, flickr):
+    config = harvested(tmp_path, flickr)
+    out = config.output_dir
+    photos = split_of(config)["train"] + split_of(config)["test"]
+    with tarfile.open(out / "dataset.tgz") as tar:
+        members = {member.name: member for member in tar.getmembers()}
+        extracted = tmp_path / "extracted"
+        tar.extractall(extracted, filter="data")
+    for path in photos:
+        assert members[path].isfile()
+    linked = [name for name, member in members.items() if name.startswith("splits/")
+              and member.islnk()]
+    assert len(linked) == len(photos)  # stored once, linked from the split tree
+    for name in linked:
+        assert (extracted / name).read_bytes() == (out / members[name].linkname).read_bytes()
+    assert {"README.md", "ATTRIBUTION.md", "splits/train/metadata.jsonl"} <= set(members)
+
+    # Only the split tree: the class folders stay on disk, but the archive ships one tree.
+    write_config(tmp_path, flickr={"per_page": 25, "retry_backoff": 0,
+                                   "max_upload_date": UPLOADED_UNTIL},
+                 export={"layout": "splits"})
+    export_only(load_config(tmp_path / "config.yaml"))
+    with tarfile.open(out / "dataset.tgz") as tar:
+        names = tar.getnames()
+    assert not any(name.startswith(("cat/", "dog/")) for name in names)
+    assert sum(name.endswith(".jpg") for name in names) == len(photos)
+
+    write_config(tmp_path, flickr={"per_page": 25, "retry_backoff": 0,
+                                   "max_upload_date": UPLOADED_UNTIL},
+                 export={"layout": "classes"})
+    classes_only = load_config(tmp_path / "config.yaml")
+    export_only(classes_only)
+    assert not (out / "splits").exists()  # nothing stale left to mistake for data
+    assert verify_only(classes_only).ok
+
+
+def test_the_dataset_card_says_what_the_data_is_and_where_it_came_from(
+    tmp_path, flickr, monkeypatch
+):
+    monkeypatch.setenv("API_KEY", CREDENTIALS.api_key)
+    config = harvested(tmp_path, flickr, classes=[
+        {"name": "cat", "count": 20, "tags": ["cat", "-cartoon"]},
+        {"name": "dog", "count": 10, "tags": ["dog", "puppy"]},
+    ])
+    card = (config.output_dir / "README.md").read_text()
+    _, header, body = card.split("---\n", 2)
+    metadata = yaml.safe_load(header)
+    assert metadata["task_categories"] == ["image-classification"]
+    assert "| 0 | cat | `cat`, `-cartoon` | 17 | 3 | 20 | 20 |" in body
+    assert "| 1 | dog | `dog`, `puppy` | 7 | 3 | 10 | 10 |" in body
+    assert "as it was on 2026-06-30 23:59 UTC" in body
+    settings = yaml.safe_load(body.split("```yaml\n")[1].split("```")[0])
+    assert settings["train_test_split"]["test_size"] == 3
+    assert settings["classes"][0]["tags"] == ["cat", "-cartoon"]
+    licenses = body.split("| license | photos |\n|---|---:|\n")[1].split("\n\n")[0]
+    assert sum(int(line.rsplit("|", 2)[1]) for line in licenses.splitlines()) == 30
+    assert "Labels are tags that photographers chose" in body
+    # Secrets are in no file of the output folder, the database included.
+    for path in config.output_dir.rglob("*"):
+        if path.is_file():
+            assert CREDENTIALS.api_key.encode() not in path.read_bytes(), path
+            assert CREDENTIALS.api_secret.encode() not in path.read_bytes(), path
+
+
+def test_verify_passes_a_fresh_export_and_names_every_difference(tmp_path, flickr, cli):
+    config = harvested(tmp_path, flickr, export={"webdataset_shard_size": 10})
+    out = config.output_dir
+    config_path = str(tmp_path / "config.yaml")
+    result = cli("verify", "-c", config_path)
+    assert result.exit_code == 0, result.output
+    assert "verified: " in result.output
+
+    photos = split_of(config)["train"]
+    (out / photos[0]).write_bytes(b"not the photo")
+    (out / "splits" / "train" / photos[1]).unlink()
+    (out / "attribution.csv").write_text("path\n")
+    (out / "webdataset" / "train-000001.tar").unlink()
+    (out / "dog" / "stray.jpg").write_bytes(b"?")
+    result = cli("verify", "-c", config_path)
+    assert result.exit_code == 1
+    assert f"changed: {photos[0]}" in result.output
+    assert f"missing: splits/train/{photos[1]}" in result.output
+    assert "changed: attribution.csv" in result.output
+    assert "missing: webdataset/train-000001.tar" in result.output
+    assert "unexpected: dog/stray.jpg" in result.output
+    assert "5 differences" in result.stderr
+
+
+def test_verify_finds_an_archive_that_disagrees_with_the_database(tmp_path, flickr):
+    config = harvested(tmp_path, flickr)
+    out = config.output_dir
+    with tarfile.open(out / "dataset.tgz") as tar:
+        members = [(member, tar.extractfile(member).read() if member.isfile() else None)
+                   for member in tar.getmembers()]
+    dropped = members.pop(5)[0].name
+    with tarfile.open(out / "dataset.tgz", "w:gz") as tar:
+        for member, data in members:
+            tar.addfile(member, io.BytesIO(data) if data is not None else None)
+    problems = verify_only(config).problems
+    assert "changed: dataset.tgz" in " ".join(problems)
+    assert any(problem.startswith("archive: ") and dropped in problem for problem in problems)
+
+
+def test_export_refuses_to_pack_an_image_changed_since_it_was_written(tmp_path, flickr, cli):
+    config = harvested(tmp_path, flickr)
+    out = config.output_dir
+    before = (out / "dataset.tgz").read_bytes()
+    photo = split_of(config)["test"][0]
+    with Image.open(out / photo) as image:
+        image.rotate(90).save(out / photo)
+    result = cli("export", "-c", str(tmp_path / "config.yaml"))
+    assert result.exit_code == 1
+    assert f"{photo} changed since harvester wrote it" in result.stderr
+    assert (out / "dataset.tgz").read_bytes() == before  # the last good archive is kept
+
+
+def test_rejected_repeats_leave_the_class_folders(tmp_path, flickr):
+    picture = io.BytesIO()
+    Image.new("RGB", (400, 300), (200, 60, 30)).save(picture, "JPEG")
+    served: list[str] = []
+
+    def same_picture_for_three(photo_id):  # three photos, one picture: two are repeats
+        if len(served) < 3 and photo_id not in served:
+            served.append(photo_id)
+            flickr.image_faults[photo_id] = (200, picture.getvalue())
+
+    flickr.on_image_request = same_picture_for_three
+    config = harvested(tmp_path, flickr)
+    db = open_database(config.database_path)
+    gone = [row[0] for row in db.execute(
+        "SELECT path FROM photos WHERE state = 'rejected' AND path IS NOT NULL")]
+    assert gone
+    assert not any((config.output_dir / path).exists() for path in gone)
+    on_disk = sorted(f"{p.parent.name}/{p.name}" for p in config.output_dir.glob("*/*.jpg")
+                     if p.parent.name in ("cat", "dog"))
+    assert on_disk == sorted(split_of(config)["train"] + split_of(config)["test"])
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(chromium() is None,
+                    reason="Debian's chromium is not installed (`make test` installs it)")
+def test_the_preview_page_shows_every_class_and_every_image_loads(tmp_path, flickr, cli):
+    playwright = pytest.importorskip("playwright.sync_api")
+    config = harvested(tmp_path, flickr)
+    result = cli("preview", "-c", str(tmp_path / "config.yaml"), "--per-class", "12")
+    assert result.exit_code == 0, result.output
+    folder = config.output_dir / "preview"
+    for name, shown in (("cat", 12), ("dog", 10)):
+        with Image.open(folder / f"{name}.jpg") as sheet:
+            assert sheet.format == "JPEG" and sheet.width > 8 * 150
+            assert sheet.height > 150 * (2 if shown > 8 else 1)
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=chromium())
+        page = browser.new_page()
+        page.goto((folder / "index.html").as_uri(), wait_until="load")
+        headings = page.locator("h2").all_inner_texts()
+        images = page.evaluate(
+            "() => [...document.images].map(i => [i.getAttribute('src'), i.complete && "
+            "i.naturalWidth > 0, i.closest('section').id, i.closest('a').href])")
+        browser.close()
+    assert headings == ["cat", "dog"]
+    assert len(images) == 12 + 10
+    broken = [src for src, loaded, _, _ in images if not loaded]
+    assert broken == []
+    for src, _, section, link in images:
+        assert src.startswith(f"../{section}/") and link.startswith("https://www.flickr.com/")
