@@ -1,8 +1,9 @@
 """Byte-reproducible tar files: dataset.tgz and the WebDataset shards.
 
-The same members in the same order give the same bytes on any machine, on any day:
-member names relative, no timestamps, owners or modes taken from the machine, and a
-gzip header without a file name or time.
+The same members in the same order give the same tar bytes on any machine, on any day:
+member names relative, no timestamps, owners or modes taken from the machine. The gzip
+header has no file name or time, so the .tgz is the same wherever zlib is the same
+(a zlib-ng build compresses differently).
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ GZIP_LEVEL = 6
 class ChangedFile(Exception):
     """A file to pack is not what harvester wrote and recorded: packing it would hide that."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, member: str, path: Path) -> None:
         super().__init__(
-            f"{name} changed since harvester wrote it (its sha256 differs from the record); "
-            f"restore it from the last archive (tar -xzf dataset.tgz {name}) and export again")
+            f"{path} changed since harvester wrote it (its sha256 differs from the record); "
+            f"restore it from the last archive (tar -xzOf dataset.tgz {member} > {path}) "
+            "and export again")
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ def add(tar: tarfile.TarFile, member: Member) -> None:
     else:
         data = member.data if member.data is not None else Path(str(member.source)).read_bytes()
         if member.sha256 is not None and hashlib.sha256(data).hexdigest() != member.sha256:
-            raise ChangedFile(member.name)
+            raise ChangedFile(member.name, Path(str(member.source)))
         info = _info(member.name, tarfile.REGTYPE)
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))

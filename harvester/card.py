@@ -7,6 +7,7 @@ the same harvest gives the same card (and archive) whenever it is exported.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,7 +57,9 @@ def card_text(db: Database, config: Config, license_counts: dict[str, int]) -> s
                      f"{spec.count} |")
     lines += [
         "", "Labels are numbered in sorted class-name order, as torchvision's `ImageFolder` "
-        "and Hugging Face's `imagefolder` number them.", "",
+        "numbers them. In Hugging Face `datasets` the `label` column is the class name; "
+        "`ds.cast_column(\"label\", ClassLabel(names="
+        f"{json.dumps(list(labels))}))` gives these numbers.", "",
         "## Split", "", _split_sentence(config), "",
         "## Files", "", *_file_lines(config), "",
         "## Licenses", "",

@@ -245,7 +245,7 @@ def archive_members(db: Database, config: Config) -> Iterator[Member]:
             yield Member(photo["path"], "file", source=out / photo["path"],
                          sha256=photo["file_sha256"])
     if config.export.split_tree:
-        yield from layouts.split_tree_members(db, out, config.export.class_tree)
+        yield from layouts.split_tree_members(db, config, config.export.class_tree)
         for split in layouts.SPLITS:
             name = f"{layouts.SPLIT_TREE}/{split}/{layouts.METADATA_JSONL}"
             yield Member(name, "file", source=out / name)

@@ -76,20 +76,22 @@ def write_split_tree(db: Database, config: Config, sink: ProgressSink) -> list[s
     return [f"{SPLIT_TREE}/{split}/{METADATA_JSONL}" for split in SPLITS]
 
 
-def split_tree_members(db: Database, out: Path, linked_to_class_tree: bool) -> Iterator[Member]:
-    """The split tree as archive members: hard links to the class tree's members, or files."""
+def split_tree_members(
+    db: Database, config: Config, linked_to_class_tree: bool
+) -> Iterator[Member]:
+    """The split tree as archive members: hard links to the class tree's members, or files.
+
+    Every class's folder is in both splits, photos or not, as on disk: so both splits
+    number the classes alike once extracted.
+    """
+    out = config.output_dir
     yield Member(f"{SPLIT_TREE}/", "dir")
-    folders: set[str] = set()
+    for split in sorted(SPLITS):
+        yield Member(f"{SPLIT_TREE}/{split}/", "dir")
+        for name in label_indices(config):
+            yield Member(f"{SPLIT_TREE}/{split}/{name}/", "dir")
     for photo in sorted(queries.dataset_photos(db), key=split_tree_path):
         name = split_tree_path(photo)
-        folder = name.rsplit("/", 1)[0] + "/"
-        if folder not in folders:
-            split_folder = f"{SPLIT_TREE}/{photo['split']}/"
-            if split_folder not in folders:
-                folders.add(split_folder)
-                yield Member(split_folder, "dir")
-            folders.add(folder)
-            yield Member(folder, "dir")
         if linked_to_class_tree:
             yield Member(name, "link", link_to=photo["path"])
         else:

@@ -154,6 +154,8 @@ def export_only(config: Config) -> list[Path]:
     with only_run(config):
         db = queries.open_database(config.database_path)
         try:
+            # The exports describe the harvest by its config: it must be the harvest's own.
+            check_same_harvest(db, config)
             return export.run(db, config)
         finally:
             db.close()
@@ -165,6 +167,7 @@ def verify_only(config: Config, sink: ProgressSink | None = None) -> Report:
     with only_run(config):
         db = queries.open_database(config.database_path)
         try:
+            check_same_harvest(db, config)
             return verify(db, config, sink or Silent())
         finally:
             db.close()
@@ -175,6 +178,7 @@ def preview_only(config: Config, per_class: int, sink: ProgressSink | None = Non
     _require_harvest(config)
     db = queries.open_database(config.database_path)
     try:
+        check_same_harvest(db, config)
         return preview.write_preview(db, config, per_class, sink or Silent())
     finally:
         db.close()

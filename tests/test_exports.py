@@ -4,7 +4,9 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -63,6 +65,11 @@ def test_hugging_face_datasets_loads_train_and_test_with_their_labels(tmp_path, 
         image = loaded["test"][0]["image"]
         assert image.mode == "RGB" and max(image.size) == 240
     assert {row["label"] for row in loaded["train"].to_list()} == {"cat", "dog"}
+    numbered = loaded.cast_column("label", datasets.ClassLabel(names=["cat", "dog"]))
+    for name in ("train", "test"):
+        rows = numbered[name].to_list()
+        assert sorted(f"{['cat', 'dog'][row['label']]}/{row['photo_id']}.jpg"
+                      for row in rows) == split[name]
 
 
 def test_split_folders_read_as_torchvision_image_folders(tmp_path, flickr):
@@ -180,6 +187,29 @@ def test_the_archive_holds_the_trees_of_the_layout(tmp_path, flickr):
     assert verify_only(classes_only).ok
 
 
+def test_every_class_has_its_folder_in_both_splits_even_without_photos(tmp_path, flickr):
+    config = harvested(tmp_path, flickr,
+                       train_test_split={"seed": 42, "type": "absolute", "test_size": 0})
+    assert split_of(config)["test"] == []
+    with tarfile.open(config.output_dir / "dataset.tgz") as tar:
+        tar.extractall(tmp_path / "extracted", filter="data")
+    for root in (config.output_dir, tmp_path / "extracted"):
+        for name in ("train", "test"):
+            folders = sorted(entry.name for entry in os.scandir(root / "splits" / name)
+                             if entry.is_dir())
+            assert folders == ["cat", "dog"]
+
+
+def test_exports_refuse_a_config_of_another_harvest(tmp_path, flickr, cli):
+    harvested(tmp_path, flickr)
+    write_config(tmp_path, classes=[{"name": "cat", "count": 20}],
+                 flickr={"per_page": 25, "retry_backoff": 0, "max_upload_date": UPLOADED_UNTIL})
+    for command in ("export", "verify", "preview"):
+        result = cli(command, "-c", str(tmp_path / "config.yaml"))
+        assert result.exit_code == 2, (command, result.output)
+        assert "config error: classes: differs from the harvest" in result.stderr
+
+
 def test_the_dataset_card_says_what_the_data_is_and_where_it_came_from(
     tmp_path, flickr, monkeypatch
 ):
@@ -258,6 +288,31 @@ def test_export_refuses_to_pack_an_image_changed_since_it_was_written(tmp_path, 
     assert result.exit_code == 1
     assert f"{photo} changed since harvester wrote it" in result.stderr
     assert (out / "dataset.tgz").read_bytes() == before  # the last good archive is kept
+
+
+def test_the_restore_command_export_suggests_restores_the_image(tmp_path, flickr, cli):
+    config = harvested(tmp_path, flickr, export={"layout": "splits"})
+    out = config.output_dir
+    photo = split_of(config)["train"][0]
+    original = (out / photo).read_bytes()
+    (out / photo).write_bytes(original + b"tampered")
+    result = cli("export", "-c", str(tmp_path / "config.yaml"))
+    assert result.exit_code == 1
+    restore = re.search(r"\((tar -xzOf [^)]*)\)", " ".join(result.stderr.split()))[1]
+    assert restore == (f"tar -xzOf dataset.tgz splits/train/{photo} > {out / photo}")
+    subprocess.run(restore, shell=True, cwd=out, check=True)
+    assert (out / photo).read_bytes() == original
+    assert cli("export", "-c", str(tmp_path / "config.yaml")).exit_code == 0
+
+
+def test_verify_expects_photos_resized_but_not_yet_split(tmp_path, flickr):
+    config = harvested(tmp_path, flickr)
+    db = open_database(config.database_path)
+    # As a harvest stopped after resizing and before the split leaves them.
+    db.execute("UPDATE photos SET state = 'resized', split = NULL WHERE class = 'dog'")
+    db.conn.commit()
+    export_only(config)
+    assert verify_only(config).problems == []
 
 
 def test_rejected_repeats_leave_the_class_folders(tmp_path, flickr):
