@@ -78,12 +78,8 @@ def remove_rejected_images(db: Database, config: Config) -> None:
 
 def attribution_rows(db: Database) -> list[dict[str, Any]]:
     """What crediting each dataset photo takes, as its license asks: by path."""
-    return list(db.query(
-        "SELECT p.path, p.photo_id, p.title, p.owner, p.owner_name, p.license, "
-        "l.name AS license_name, l.url AS license_url, p.page_url "
-        "FROM photos p LEFT JOIN licenses l ON l.license_id = p.license "
-        "WHERE p.state = 'assigned' ORDER BY p.path"
-    ))
+    return [{column: photo[column] for column in ATTRIBUTION_COLUMNS}
+            for photo in queries.dataset_photos(db)]
 
 
 def attribution_csv(rows: list[dict[str, Any]]) -> str:

@@ -6,7 +6,8 @@
   the class tree's (no disk space), copies where the file system has no hard links.
 - `webdataset/{train,test}-000000.tar`: WebDataset shards of `<photo_id>.jpg`, `.cls`, `.json`.
 
-Labels: both tools number classes in sorted name order; `.cls` uses the same numbers.
+Labels: torchvision numbers classes in sorted name order, and so does `.cls`; Hugging Face
+gets the class name, which a ClassLabel of the sorted names turns into the same numbers.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ METADATA_FIELDS = ("file_name", "label", "split", "photo_id", "owner", "owner_na
 
 
 def label_indices(config: Config) -> dict[str, int]:
-    """Class name -> label index, as torchvision ImageFolder and Hugging Face number them."""
+    """Class name -> label index: sorted name order, as torchvision's ImageFolder numbers them."""
     return {name: index for index, name in enumerate(sorted(s.name for s in config.classes))}
 
 
