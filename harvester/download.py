@@ -12,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
 from urllib.parse import urlparse
@@ -24,11 +22,9 @@ from requests.adapters import HTTPAdapter
 from sqlite_utils import Database
 from urllib3.util.retry import Retry
 
-from harvester.config import Config, DownloadSpec
+from harvester.config import DownloadSpec
 from harvester.files import replacing
-from harvester.progress import ProgressSink
-from harvester.states import Photo, State, move, pending, record_attempt
-from harvester.workers import batched_by_time, bounded_map
+from harvester.states import Photo, State, move, record_attempt
 
 SOURCES_DIR = ".sources"
 MAX_SOURCE_BYTES = 50 * 1024 * 1024
@@ -92,49 +88,26 @@ def make_session(spec: DownloadSpec) -> requests.Session:
     return session
 
 
-def run(
-    db: Database,
-    config: Config,
-    sink: ProgressSink,
-    host: HostWatch | None = None,
-    session: requests.Session | None = None,
-) -> int:
-    """Try every pending photo once; returns how many were tried."""
-    todo = pending(db, config.classes, State.FOUND)
-    if not todo:
-        return 0
-    host = host or HostWatch(config.download)
-    session = session or make_session(config.download)
-    fetch = partial(fetch_source, session, config.output_dir, config.download)
-    sink.start("download", total=len(todo))
-    with ThreadPoolExecutor(config.download.workers, thread_name_prefix="download") as pool:
-        for batch in batched_by_time(bounded_map(pool, fetch, todo, config.download.workers * 4)):
-            record(db, batch, config.download.max_attempts)
-            sink.advance("download", len(batch))
-            host.observe(batch)
-    host.end_of_round()
-    sink.finish("download")
-    return len(todo)
+def record(db: Database, result: Downloaded | DownloadFailed, max_attempts: int) -> bool:
+    """Record one download's outcome (in the caller's transaction).
 
-
-def record(db: Database, results: list[Downloaded | DownloadFailed], max_attempts: int) -> None:
-    with db.atomic():
-        for result in results:
-            if isinstance(result, Downloaded):
-                move(db, result.photo_id, State.FOUND, State.DOWNLOADED,
-                     source_path=result.source_path, source_bytes=result.source_bytes,
-                     sha256=result.sha256, attempts=result.attempts, reason=None)
-                continue
-            log.info("photo %s: %s (%s)", result.photo_id, result.reason, result.detail)
-            if result.placeholder_sha256:
-                db.execute("INSERT OR IGNORE INTO placeholders (sha256, url) VALUES (?, ?)",
-                           [result.placeholder_sha256, result.detail])
-            if result.transient and result.attempts < max_attempts:
-                record_attempt(db, result.photo_id, State.FOUND, result.reason)
-            else:
-                target = State.REJECTED if result.rejected else State.FAILED
-                move(db, result.photo_id, State.FOUND, target,
-                     reason=result.reason, attempts=result.attempts)
+    Returns True when the photo left its class's dataset window (failed or rejected).
+    """
+    if isinstance(result, Downloaded):
+        move(db, result.photo_id, State.FOUND, State.DOWNLOADED,
+             source_path=result.source_path, source_bytes=result.source_bytes,
+             sha256=result.sha256, attempts=result.attempts, reason=None)
+        return False
+    log.info("photo %s: %s (%s)", result.photo_id, result.reason, result.detail)
+    if result.placeholder_sha256:
+        db.execute("INSERT OR IGNORE INTO placeholders (sha256, url) VALUES (?, ?)",
+                   [result.placeholder_sha256, result.detail])
+    if result.transient and result.attempts < max_attempts:
+        record_attempt(db, result.photo_id, State.FOUND, result.reason)
+        return False
+    target = State.REJECTED if result.rejected else State.FAILED
+    return move(db, result.photo_id, State.FOUND, target,
+                reason=result.reason, attempts=result.attempts)
 
 
 class HostWatch:

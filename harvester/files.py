@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
-
-# NamedTemporaryFile creates files readable by their owner alone; dataset files should get
-# the permissions any new file would (read once: os.umask can only be read by setting it).
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-FILE_MODE = 0o666 & ~_UMASK
 
 
 @contextmanager
@@ -22,20 +16,21 @@ def replacing(path: Path) -> Iterator[BinaryIO]:
     """Write to a temporary file beside `path`; on success fsync it and rename it over `path`.
 
     A crash at any moment leaves either the old file or the new one, never half of one.
+    The temporary name is unique to the process and thread writing it, so workers writing
+    at once never share one; a crash can leave a `.part` file behind, never a wrong file.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below, renamed on success
-        dir=path.parent, prefix=f".{path.name}.", suffix=".part", delete=False
-    )
+    partial = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.part")
+    # 0o666 less the umask: the permissions any new file gets.
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
     try:
-        with handle:
+        with os.fdopen(descriptor, "wb") as handle:
             yield handle
             handle.flush()
-            os.fchmod(handle.fileno(), FILE_MODE)
             os.fsync(handle.fileno())
-        os.replace(handle.name, path)
+        os.replace(partial, path)
     except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
         raise
 
 

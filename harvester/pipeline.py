@@ -11,7 +11,7 @@ from pathlib import Path
 import requests
 from sqlite_utils import Database
 
-from harvester import assign, dedupe, download, export, preview, resize, search
+from harvester import assign, dedupe, download, export, preview, stream
 from harvester import db as queries
 from harvester.config import Config, ConfigError
 from harvester.files import Locked, exclusive
@@ -132,19 +132,15 @@ def complete_stages(
     sink: ProgressSink,
     session: requests.Session | None,
 ) -> None:
-    # A photo lost in download or resize, found by a second class's search, or repeating
-    # an earlier one (dedupe) shrinks its class's window: search again for a replacement,
+    # Search, download and resize stream together (see stream). Dedupe then judges what was
+    # resized; a photo it rejects, or a download that may work later, makes another round,
     # until no stage has anything to do.
     # One watch over the image host for the whole run, so a dead host is noticed however
     # few photos each round tries; one session, so connections stay pooled across rounds.
     host = download.HostWatch(config.download)
     session = session or download.make_session(config.download)
-    while True:
-        pages = search.fill(db, client, config, sink)
-        moved = (download.run(db, config, sink, host, session) + resize.run(db, config, sink)
-                 + dedupe.run(db, config))
-        if not pages and not moved:
-            break
+    while stream.run(db, config, client, sink, host, session) + dedupe.run(db, config):
+        pass
     assign.run(db, config)
 
 

@@ -1,26 +1,21 @@
-"""Stage: downloaded -> resized. Normalises source images on every core."""
+"""Stage: downloaded -> resized. Normalises one source image; `stream` runs it on every core."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import multiprocessing
 import os
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 from sqlite_utils import Database
 
-from harvester.config import Config, ImageSpec
+from harvester.config import ImageSpec
 from harvester.files import write_atomically
 from harvester.images import Normalised, normalise
-from harvester.progress import ProgressSink
-from harvester.states import Photo, State, move, pending
-from harvester.workers import batched_by_time, bounded_map
+from harvester.states import Photo, State, move
 
 log = logging.getLogger(__name__)
 
@@ -44,42 +39,36 @@ class Rejected:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class ResizeJob:
+    """What a resize worker needs of a photo: small, as it is pickled to another process."""
+
+    photo_id: str
+    source_path: str
+    path: str  # the dataset image to write
+
+
+def job_for(photo: Photo, source_path: str) -> ResizeJob:
+    return ResizeJob(photo.photo_id, source_path, dataset_path(photo))
+
+
 def dataset_path(photo: Photo) -> str:
     return f"{photo.class_}/{photo.photo_id}.jpg"
 
 
-def run(db: Database, config: Config, sink: ProgressSink) -> int:
-    """Resize every pending photo; returns how many photos left the `downloaded` state."""
-    todo = pending(db, config.classes, State.DOWNLOADED)
-    if not todo:
-        return 0
-    workers = config.resize.workers or os.cpu_count() or 1
-    work = partial(resize_one, config.output_dir, config.image)
-    sink.start("resize", total=len(todo))
-    # forkserver, not fork: workers inherit no open files (the run's lock) and no threads.
-    with ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("forkserver"),
-        initializer=end_with, initargs=(os.getpid(),),
-    ) as pool:
-        for batch in batched_by_time(bounded_map(pool, work, todo, workers * 4)):
-            record(db, batch)
-            sink.advance("resize", len(batch))
-    sink.finish("resize")
-    return len(todo)
+def record(db: Database, result: Resized | Rejected) -> bool:
+    """Record one resize's outcome (in the caller's transaction).
 
-
-def record(db: Database, results: list[Resized | Rejected]) -> None:
-    with db.atomic():
-        for result in results:
-            if isinstance(result, Resized):
-                move(db, result.photo_id, State.DOWNLOADED, State.RESIZED,
-                     path=result.path, width=result.width, height=result.height,
-                     file_sha256=result.file_sha256, file_bytes=result.file_bytes,
-                     pixels_sha256=result.pixels_sha256, phash=result.phash)
-            else:
-                log.info("photo %s rejected: %s (%s)", result.photo_id, result.reason,
-                         result.detail)
-                move(db, result.photo_id, State.DOWNLOADED, State.REJECTED, reason=result.reason)
+    Returns True when the photo left its class's dataset window (rejected).
+    """
+    if isinstance(result, Resized):
+        move(db, result.photo_id, State.DOWNLOADED, State.RESIZED,
+             path=result.path, width=result.width, height=result.height,
+             file_sha256=result.file_sha256, file_bytes=result.file_bytes,
+             pixels_sha256=result.pixels_sha256, phash=result.phash)
+        return False
+    log.info("photo %s rejected: %s (%s)", result.photo_id, result.reason, result.detail)
+    return move(db, result.photo_id, State.DOWNLOADED, State.REJECTED, reason=result.reason)
 
 
 def end_with(harvest_pid: int) -> None:
@@ -99,17 +88,16 @@ def end_with(harvest_pid: int) -> None:
     threading.Thread(target=watch, name="watch-harvest", daemon=True).start()
 
 
-def resize_one(output_dir: Path, spec: ImageSpec, photo: Photo) -> Resized | Rejected:
-    """Runs in a worker process: read the source, write the dataset image atomically."""
+def resize_one(output_dir: Path, spec: ImageSpec, job: ResizeJob) -> Resized | Rejected:
+    """Runs in a worker: read the source, write the dataset image atomically."""
     try:
-        data = (output_dir / str(photo.source_path)).read_bytes()
+        data = (output_dir / job.source_path).read_bytes()
     except FileNotFoundError:
-        return Rejected(photo.photo_id, "source_missing", f"{photo.source_path} is gone")
+        return Rejected(job.photo_id, "source_missing", f"{job.source_path} is gone")
     result = normalise(data, spec.longest_side, spec.jpeg_quality)
     if not isinstance(result, Normalised):
-        return Rejected(photo.photo_id, result.reason, result.detail)
-    relative = dataset_path(photo)
-    write_atomically(output_dir / relative, result.jpeg)
-    return Resized(photo.photo_id, relative, result.width, result.height,
+        return Rejected(job.photo_id, result.reason, result.detail)
+    write_atomically(output_dir / job.path, result.jpeg)
+    return Resized(job.photo_id, job.path, result.width, result.height,
                    hashlib.sha256(result.jpeg).hexdigest(), len(result.jpeg),
                    result.pixels_sha256, result.phash)

@@ -70,28 +70,40 @@ def fill(
 ) -> int:
     """Search until every class has `count` live photos, or Flickr has no more for it.
 
-    Returns how many pages were recorded.
+    Returns how many pages were recorded. (A harvest searches page by page as its
+    windows need photos, see `stream`; this is every class's search at once.)
     """
     pages = 0
     for spec in config.classes:
         live = live_count(db, spec.name)
         if live >= spec.count:
             continue
-        record_licenses(db, client, config)
         stage = f"search {spec.name}"
         sink.start(stage, total=spec.count, done=live)
-        while live < spec.count:
-            window = next_window(db, spec, config, clock)
-            if window is None:
-                break
-            page = client.search(spec, window.span, window.next_page, config.image.longest_side)
-            record_page(db, config, spec, window, page)
+        while live < spec.count and search_page(db, client, config, spec, clock):
             pages += 1
             now = live_count(db, spec.name)
             sink.advance(stage, max(0, min(now, spec.count) - min(live, spec.count)))
             live = now
         sink.finish(stage)
     return pages
+
+
+def search_page(
+    db: Database,
+    client: FlickrClient,
+    config: Config,
+    spec: ClassSpec,
+    clock: Callable[[], float] = time.time,
+) -> bool:
+    """Ask Flickr for the class's next page and record it; False when every window is walked."""
+    record_licenses(db, client, config)
+    window = next_window(db, spec, config, clock)
+    if window is None:
+        return False
+    page = client.search(spec, window.span, window.next_page, config.image.longest_side)
+    record_page(db, config, spec, window, page)
+    return True
 
 
 def record_licenses(db: Database, client: FlickrClient, config: Config) -> None:

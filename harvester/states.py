@@ -13,8 +13,6 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from harvester.config import ClassSpec
-
 
 class State(StrEnum):
     FOUND = "found"
@@ -46,7 +44,7 @@ class IllegalTransition(Exception):
     """A stage asked for a move the state machine does not have: a bug, never user error."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Photo:
     photo_id: str
     class_: str
@@ -162,16 +160,6 @@ def live_count(db: Database, class_name: str) -> int:
     return db.execute(
         f"SELECT count(*) FROM photos WHERE class = ? AND state IN ({LIVE})", [class_name]
     ).fetchone()[0]
-
-
-def pending(db: Database, classes: Iterable[ClassSpec], state: State) -> list[Photo]:
-    """The photos in `state` within their class's dataset window: a stage's work."""
-    return [
-        photo
-        for spec in classes
-        for photo in dataset_window(db, spec.name, spec.count)
-        if photo.state == state
-    ]
 
 
 def dataset_window(db: Database, class_name: str, count: int) -> list[Photo]:

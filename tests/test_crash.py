@@ -28,7 +28,7 @@ WORKERS = 4
 def stand_in():
     universe = Universe(seed=11, photos_per_tag={"cat": 300, "dog": 200})
     # Slow enough answers that every stage lasts long enough to be killed inside.
-    with StandIn(universe, api_delay=0.15, image_delay=0.02) as server:
+    with StandIn(universe, api_delay=0.15, image_delay=0.1) as server:
         yield server
 
 
@@ -67,22 +67,30 @@ RESIZED = "state IN ('resized', 'assigned')"
 
 
 def kill_plan(seed: int) -> list[tuple[str, int, Callable[[int, Path, dict], bool]]]:
-    """Seeded random kill moments spread over every stage, in the order the stages run.
+    """Seeded random kill moments spread over the whole harvest, in the order they come.
 
     Each is (stage, n, reached): `reached(calls, out, start)` is true once the current
-    process has made `calls` API calls, or moved n more photos on than there were at its
-    `start`. Assign commits a class at a time, so its kill lands between two classes' commits
-    at the earliest: the snapshot printed for each kill says where it really landed.
+    process has made `calls` API calls, or once n photos of the harvest are downloaded
+    (resized) - search, download and resize stream together, so these are moments of the
+    harvest, not of one stage - or once the current process has assigned a class. Results
+    are recorded in batches, so a kill lands at the first batch past its moment: the
+    snapshot printed for each kill says where it really landed.
     """
     rng = random.Random(seed)
     search_calls = rng.randint(1, 3)
+    downloads = sorted(rng.sample(range(5, 50), 2))
+    resizes = sorted(rng.sample(range(downloads[-1] + 5, 90), 2))
     return [
         ("search", search_calls, lambda calls, out, start: calls >= search_calls),
-        *[("download", n, _more(DOWNLOADED, n)) for n in rng.sample(range(5, 40), 2)],
-        *[("resize", n, _more(RESIZED, n)) for n in rng.sample(range(5, 40), 2)],
+        *[("download", n, _reached(DOWNLOADED, n)) for n in downloads],
+        *[("resize", n, _reached(RESIZED, n)) for n in resizes],
         ("assign", 1, _more("state = 'assigned'", 1)),
         ("export", 1, lambda calls, out, start: (out / "train_test_split.json").exists()),
     ]
+
+
+def _reached(where: str, n: int) -> Callable[[int, Path, dict], bool]:
+    return lambda calls, out, start: count(out / "harvest.db", where) >= n
 
 
 def _more(where: str, n: int) -> Callable[[int, Path, dict], bool]:

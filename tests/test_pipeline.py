@@ -3,6 +3,7 @@
 import errno
 import io
 import json
+import os
 import re
 import tarfile
 from pathlib import Path
@@ -15,7 +16,7 @@ from harvester import assign, export, resize
 from harvester.config import ConfigError, load_config
 from harvester.db import open_database
 from harvester.download import ImageHostFailing
-from harvester.files import FILE_MODE, exclusive
+from harvester.files import exclusive
 from harvester.flickr import FlickrUnavailable
 from harvester.pipeline import HarvestBusy, NoHarvest, export_only, harvest
 from harvester.standin import Universe
@@ -135,15 +136,15 @@ def fail_download_midway(flickr, monkeypatch):
 
 def fail_resize_with_a_full_disk(flickr, monkeypatch):
     original = resize.record
-    batches = {"n": 0}
+    calls = {"n": 0}
 
-    def disk_full_after_one_batch(db, results):
-        batches["n"] += 1
-        if batches["n"] == 2:
+    def disk_full_after_five_photos(db, result):
+        calls["n"] += 1
+        if calls["n"] > 5:
             raise OSError(errno.ENOSPC, "No space left on device")
-        original(db, results[:5])
+        return original(db, result)
 
-    monkeypatch.setattr(resize, "record", disk_full_after_one_batch)
+    monkeypatch.setattr(resize, "record", disk_full_after_five_photos)
     return OSError
 
 
@@ -278,8 +279,9 @@ def interrupt_on_search(flickr, number):
     flickr.on_api_call = ctrl_c
 
 
-def interrupt_before_resize(flickr, number):
-    original = resize.run
+def interrupt_on_resize(flickr, number):
+    """Ctrl-C as the `number`th resized photo is recorded."""
+    original = resize.record
     calls = {"n": 0}
 
     def ctrl_c(*args, **kwargs):
@@ -288,12 +290,12 @@ def interrupt_before_resize(flickr, number):
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    resize.run = ctrl_c
-    flickr.restore = lambda: setattr(resize, "run", original)
+    resize.record = ctrl_c
+    flickr.restore = lambda: setattr(resize, "record", original)
 
 
 @pytest.mark.parametrize(("interrupt", "at"), [
-    (interrupt_on_search, 3), (interrupt_on_image, 33), (interrupt_before_resize, 1),
+    (interrupt_on_search, 3), (interrupt_on_image, 33), (interrupt_on_resize, 1),
 ])
 def test_photos_two_classes_share_end_the_same_whenever_the_run_is_interrupted(
     tmp_path, interrupt, at
@@ -331,9 +333,11 @@ def test_photos_two_classes_share_end_the_same_whenever_the_run_is_interrupted(
 def test_dataset_files_get_the_usual_permissions(make_config, flickr):
     config = make_config()
     harvest(config, CREDENTIALS)
+    umask = os.umask(0o022)
+    os.umask(umask)
     split = json.loads((config.output_dir / "train_test_split.json").read_text())
     for path in ["dataset.tgz", "summary.txt", "train_test_split.json", split["train"][0]]:
-        assert (config.output_dir / path).stat().st_mode & 0o777 == FILE_MODE
+        assert (config.output_dir / path).stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_a_second_harvester_on_the_same_folder_is_refused(make_config, flickr):
@@ -402,13 +406,13 @@ def test_a_photo_two_classes_find_never_changes_class_with_the_order_of_work(tmp
         with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
             serve_pages(mock, pages, faults)
             if interrupted:
-                original = resize.run
-                resize.run = lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt)
+                original = resize.record
+                resize.record = lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt)
                 try:
                     with pytest.raises(KeyboardInterrupt):
                         harvest(config, CREDENTIALS)
                 finally:
-                    resize.run = original
+                    resize.record = original
             harvest(config, CREDENTIALS, command="resume" if interrupted else "run")
         return config.output_dir
 

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 from urllib3 import HTTPResponse
 
-from harvester import assign, download, resize, search
+from harvester import assign, download, search, stream
 from harvester.config import Config, DownloadSpec, SplitSpec
 from harvester.db import open_database
 from harvester.flickr import FlickrClient
@@ -26,6 +26,13 @@ def searched(make_config, flickr):
     return db, config
 
 
+def stream_round(db, config: Config, host: download.HostWatch | None = None) -> int:
+    """One round of download and resize over the windows (search has filled them)."""
+    client = FlickrClient("k", "s", config.flickr, rest_url=REST_URL)
+    return stream.run(db, config, client, Silent(), host or download.HostWatch(config.download),
+                      download.make_session(config.download))
+
+
 def states(db) -> dict[str, int]:
     return {row["state"]: row["photos"] for row in db.query("SELECT * FROM progress")}
 
@@ -36,16 +43,16 @@ def window_ids(db, count=20) -> list[str]:
 
 def test_download_fetches_the_window_once_and_records_each_file(searched, flickr):
     db, config = searched
-    assert download.run(db, config, Silent()) == 20
-    assert states(db) == {"downloaded": 20, "found": 5}
+    assert stream_round(db, config) == 20
+    assert states(db) == {"resized": 20, "found": 5}
     assert set(flickr.image_requests) == set(window_ids(db)) and max(
         flickr.image_requests.values()) == 1
-    for row in db.query("SELECT * FROM photos WHERE state = 'downloaded'"):
+    for row in db.query("SELECT * FROM photos WHERE state = 'resized'"):
         source = config.output_dir / row["source_path"]
         assert source.stat().st_size == row["source_bytes"]
         assert row["sha256"] and row["attempts"] == 1
     assert not list(config.output_dir.rglob("*.part"))
-    assert download.run(db, config, Silent()) == 0  # nothing left: no second request
+    assert stream_round(db, config) == 0  # nothing left: no second request
     assert sum(flickr.image_requests.values()) == 20
 
 
@@ -55,7 +62,7 @@ def test_a_photo_that_cannot_be_fetched_is_failed_with_its_reason(searched, flic
     flickr.image_faults[gone] = (404, b"Not Found")
     flickr.image_faults[flaky] = (503, b"try later")
     host = download.HostWatch(config.download)  # one per run, as the pipeline keeps it
-    download.run(db, config, Silent(), host)
+    stream_round(db, config, host)
     rows = {row["photo_id"]: row for row in db.query("SELECT * FROM photos")}
     assert (rows[gone]["state"], rows[gone]["reason"]) == ("failed", "http_404")
     # A 503 may pass: the photo keeps its place and is tried again next round.
@@ -63,8 +70,8 @@ def test_a_photo_that_cannot_be_fetched_is_failed_with_its_reason(searched, flic
         "found", "http_503", 1)
     assert flickr.image_requests[flaky] == 2  # the try and one retry (download.retries: 1)
     assert gone not in window_ids(db) and flaky in window_ids(db)
-    download.run(db, config, Silent(), host)
-    download.run(db, config, Silent(), host)  # download.max_attempts: 3
+    stream_round(db, config, host)
+    stream_round(db, config, host)  # download.max_attempts: 3
     row = db.execute("SELECT state, reason, attempts FROM photos WHERE photo_id = ?",
                      [flaky]).fetchone()
     assert row == ("failed", "http_503", 3)
@@ -79,7 +86,7 @@ def test_a_download_over_the_size_cap_is_rejected_without_keeping_it(
     huge = window_ids(db)[0]
     monkeypatch.setattr(download, "MAX_SOURCE_BYTES", 10_000)
     flickr.image_faults[huge] = (200, b"\xff\xd8" + b"\x00" * 20_000)
-    download.run(db, config, Silent(), download.HostWatch(config.download))
+    stream_round(db, config)
     row = db.execute("SELECT state, reason, source_path FROM photos WHERE photo_id = ?",
                      [huge]).fetchone()
     assert row == ("rejected", "too_large", None)
@@ -92,20 +99,19 @@ def test_a_source_written_by_a_killed_run_is_not_fetched_again(searched, flickr)
     source = config.output_dir / download.source_path_for(photo)
     source.parent.mkdir(parents=True)
     source.write_bytes(b"bytes from before the kill")
-    download.run(db, config, Silent())
+    stream_round(db, config)
     assert photo.photo_id not in flickr.image_requests
-    row = db.execute("SELECT state, source_bytes FROM photos WHERE photo_id = ?",
+    row = db.execute("SELECT source_bytes, reason FROM photos WHERE photo_id = ?",
                      [photo.photo_id]).fetchone()
-    assert row == ("downloaded", 26)
+    assert row == (26, "corrupt")  # (those bytes are no image)
 
 
 def test_resize_writes_dataset_images_and_rejects_what_pillow_cannot_read(searched, flickr):
     db, config = searched
     broken = window_ids(db)[3]
     flickr.image_faults[broken] = (200, b"<html>photo unavailable</html>")
-    download.run(db, config, Silent())
-    assert resize.run(db, config, Silent()) == 20
-    assert states(db) == {"resized": 19, "rejected": 1, "found": 5}
+    assert stream_round(db, config) == 21  # the window's 20, and the 21st in broken's place
+    assert states(db) == {"resized": 20, "rejected": 1, "found": 4}
     row = db.execute("SELECT reason FROM photos WHERE photo_id = ?", [broken]).fetchone()
     assert row == ("corrupt",)
     for row in db.query("SELECT * FROM photos WHERE state = 'resized'"):
@@ -113,15 +119,14 @@ def test_resize_writes_dataset_images_and_rejects_what_pillow_cannot_read(search
         with Image.open(config.output_dir / row["path"]) as image:
             assert max(image.size) == 240 and image.mode == "RGB"
             assert image.size == (row["width"], row["height"])
-    # The rejected photo's place goes to the next found photo, ready for download.
-    assert [p.state for p in dataset_window(db, "cat", 20)].count(State.FOUND) == 1
+    # The rejected photo's place went to the next found photo, in the same round.
+    assert {p.state for p in dataset_window(db, "cat", 20)} == {State.RESIZED}
 
 
 def test_assign_waits_until_the_class_dataset_is_final(searched):
     db, config = searched
-    download.run(db, config, Silent())
-    assert assign.run(db, config) == 0  # downloaded but not resized: not final yet
-    resize.run(db, config, Silent())
+    assert assign.run(db, config) == 0  # found but not resized: not final yet
+    stream_round(db, config)
     assert assign.run(db, config) == 20
     splits = dict(db.execute(
         "SELECT split, count(*) FROM photos WHERE state = 'assigned' GROUP BY split").fetchall())
