@@ -44,8 +44,9 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "no chromium and no root apt-get: the preview page's browser test will be skipped"; fi
 
-bench: $(BIN)/harvester
-	$(BIN)/python bench/harvest_speed.py
+bench: $(BIN)/harvester  ## harvester vs img2dataset, side by side (README: Performance)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python bench/throughput.py
 
 clean:
 	rm -rf $(VENV) outputs demo .pytest_cache .ruff_cache *.egg-info

@@ -9,13 +9,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-from sqlite_utils import Database
+from typing import TYPE_CHECKING
 
 from harvester.config import ImageSpec
 from harvester.files import write_atomically
 from harvester.images import Normalised, normalise
 from harvester.states import Photo, State, move
+
+if TYPE_CHECKING:  # resize workers run without sqlite_utils (and what it imports)
+    from sqlite_utils import Database
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlparse
 
-from PIL import Image, ImageDraw
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
 
 RESULT_CAP = 4000  # Flickr serves the first 4,000 results of any query, then repeats
 # Rendition key -> (longest side, URL file suffix), as Flickr names them.
@@ -83,6 +84,12 @@ class Universe:
     `photos_per_tag` (the last wraps to the first): photos a harvest finds for two
     classes. `api_key`, when set, is the only key accepted (others get code 100).
 
+    `renditions` are the sizes its photos come in (keys of RENDITIONS; all of them by
+    default): Flickr lacks some for some photos, and a benchmark offers one size only
+    to choose the source size harvester downloads. `grain` adds photographic grain of
+    that strength (0-255) to every image, so that its JPEG is as large as a real photo's
+    (the plain pictures compress far better than photos do).
+
     `drift` makes paging drift as Flickr's does while photos are uploaded and deleted
     between calls: each search shifts its page back by 0..drift results (drawn by call
     number, so the same calls drift the same way) and adds as many to `total`, so
@@ -93,9 +100,12 @@ class Universe:
 
     def __init__(self, seed: int = 0, photos_per_tag: Mapping[str, int] | None = None,
                  default_photos: int = 1000, overlap: float = 0.0,
-                 api_key: str | None = None, drift: int = 0, recent_bias: float = 0.0) -> None:
-        if drift < 0 or recent_bias < 0:
-            raise ValueError("drift and recent_bias cannot be negative")
+                 api_key: str | None = None, drift: int = 0, recent_bias: float = 0.0,
+                 renditions: tuple[str, ...] = tuple(RENDITIONS), grain: float = 0.0) -> None:
+        if drift < 0 or recent_bias < 0 or grain < 0:
+            raise ValueError("drift, recent_bias and grain cannot be negative")
+        if not renditions or set(renditions) - set(RENDITIONS):
+            raise ValueError(f"renditions must be some of {', '.join(RENDITIONS)}")
         self.seed = seed
         # Flickr's tags are case-insensitive.
         self.photos_per_tag = {tag.lower(): n for tag, n in (photos_per_tag or {}).items()}
@@ -104,6 +114,8 @@ class Universe:
         self.api_key = api_key
         self.drift = drift
         self.recent_bias = recent_bias
+        self.renditions = renditions
+        self.grain = grain
         self._tags_of: dict[str, list[str]] = {}  # photo id -> its tags, its own first
         self._searches = 0  # search calls answered so far: what each one's drift is drawn by
         self._lock = threading.Lock()
@@ -169,10 +181,11 @@ class Universe:
         facts = self._facts(match["id"])
         size_key = SUFFIX_TO_SIZE.get(match["suffix"] or "")
         hue = int(match["server"]) - HUE_SERVER
-        if match["secret"] != facts["secret"] or size_key is None or not 0 <= hue < 256:
+        if (match["secret"] != facts["secret"] or size_key not in self.renditions
+                or not 0 <= hue < 256):
             return None
         width, height = _scaled(facts["width"], facts["height"], RENDITIONS[size_key][0])
-        return render(match["id"], hue, width, height)
+        return render(match["id"], hue, width, height, self.grain)
 
     def troubled_image(self, path: str, fault: str) -> tuple[bytes, str] | None:
         """The image at `path` as one of Flickr's troublesome files (INTEGRITY_FAULTS):
@@ -333,7 +346,7 @@ class Universe:
             if extra in extras:
                 record.update(fields)
         for key, (longest, suffix) in RENDITIONS.items():
-            if f"url_{key}" not in extras:
+            if f"url_{key}" not in extras or key not in self.renditions:
                 continue
             width, height = _scaled(facts["width"], facts["height"], longest)
             record[f"url_{key}"] = (
@@ -344,8 +357,9 @@ class Universe:
         return record
 
 
-def render(photo_id: str, hue: int, width: int, height: int) -> bytes:
-    """A photo-like JPEG: a soft field in the class's hue, with shapes unique to the photo."""
+def render(photo_id: str, hue: int, width: int, height: int, grain: float = 0.0) -> bytes:
+    """A photo-like JPEG: a soft field in the class's hue, with shapes unique to the photo,
+    and `grain` of that strength over it."""
     rng = random.Random(photo_id)
     base = Image.new("HSV", (8, 6))
     base.putdata([
@@ -359,9 +373,24 @@ def render(photo_id: str, hue: int, width: int, height: int) -> bytes:
         radius = rng.randrange(max(2, min(width, height) // 12), max(3, min(width, height) // 4))
         shade = tuple(rng.randrange(256) for _ in range(3))
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=shade)
+    if grain:
+        image = _grainy(image, grain, rng.randrange(width * height))
     out = io.BytesIO()
     image.save(out, "JPEG", quality=85)
     return out.getvalue()
+
+
+def _grainy(image: Image.Image, grain: float, offset: int) -> Image.Image:
+    """The image with film grain: a fixed noise field, shifted by `offset` per photo."""
+    noise = np.roll(_noise(image.width, image.height, grain), offset)
+    pixels = np.asarray(image, dtype=np.int16) + noise.reshape(image.height, image.width, 1)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).filter(
+        ImageFilter.GaussianBlur(0.6))
+
+
+@lru_cache(maxsize=32)
+def _noise(width: int, height: int, grain: float) -> np.ndarray:
+    return np.random.default_rng(0).normal(0, grain, width * height).astype(np.int16)
 
 
 @lru_cache(maxsize=1)
@@ -405,8 +434,11 @@ class StandIn:
     """Serves a Universe on 127.0.0.1 until closed. Counts what it served."""
 
     def __init__(self, universe: Universe, api_delay: float = 0.0, image_delay: float = 0.0,
-                 faults: Faults | None = None, port: int = 0) -> None:
+                 faults: Faults | None = None, port: int = 0,
+                 image_base_url: str | None = None) -> None:
         self.universe = universe
+        # Where search answers send image requests: here, unless another host serves them.
+        self._image_base_url = image_base_url
         self.api_delay = api_delay  # seconds before each answer: a slow Flickr
         self.image_delay = image_delay
         self.faults = faults or Faults()
@@ -432,6 +464,10 @@ class StandIn:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def image_base_url(self) -> str:
+        return self._image_base_url or self.base_url
 
     @property
     def rest_url(self) -> str:
@@ -513,7 +549,7 @@ def _handler_for(stand_in: StandIn) -> type[BaseHTTPRequestHandler]:
             else:
                 key = CONSUMER_KEY.search(self.headers.get("Authorization", ""))
                 api_key = key.group(1) if key else params.get("api_key")
-                body = stand_in.universe.respond(params, stand_in.base_url, api_key)
+                body = stand_in.universe.respond(params, stand_in.image_base_url, api_key)
             self._send(200, json.dumps(body).encode(), "application/json")
 
         def _image(self, path: str) -> None:

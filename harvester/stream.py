@@ -163,9 +163,10 @@ class Stream:
     def _start(self, cursor: Cursor, photo: Photo, work: Callable[[Photo], None]) -> None:
         self.class_of[photo.photo_id] = cursor
         self.moved += 1
-        if self.fetchers is None:
+        if self.fetchers is None:  # started with the first photo: a round with none starts none
             self.fetchers = ThreadPoolExecutor(self.config.download.workers,
                                                thread_name_prefix="download")
+            self._start_resizers()
         self.fetchers.submit(work, photo).add_done_callback(self._report_crash)
 
     def _report_crash(self, future: Future[None]) -> None:
@@ -223,8 +224,6 @@ class Stream:
         self._submit_resize(resize.job_for(photo, str(photo.source_path)))
 
     def _submit_resize(self, job: ResizeJob) -> None:
-        if self.resizers is None:
-            self._start_resizers()
         assert self.resizers is not None
         try:
             future = self.resizers.submit(self.resize, job)

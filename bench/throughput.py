@@ -1,0 +1,240 @@
+"""Benchmark: harvester end to end against img2dataset, on the same machine and images.
+
+    make bench        (or: .venv/bin/python bench/throughput.py --photos 5000 --runs 3)
+
+For each source size (240 px and 500 px) it starts the stand-in in a process of its own
+(bench/standin_server.py: Flickr's API, and every image drawn up front and served by
+aiohttp), then, `--runs` times and in turns:
+- `harvester run` end to end on a new output folder: search, download, resize to 240 px,
+  dedupe, split and every export;
+- img2dataset 1.47 (installed from PyPI into a virtual environment of its own, under
+  ~/.cache/harvester-bench) over the image URLs that harvester downloaded, with the
+  same resize (longest side 240, JPEG quality 90), `output_format files`, one process
+  per core x 32 threads.
+It prints, per tool and size, the median photos/s, CPU ms per photo and peak memory (all
+processes of the tool together), the ratio of the two tools' photos/s, and the sum of
+a photo's parts measured alone in this process: one requests fetch of its URL and one
+decode/resize/encode (harvester.images.normalise).
+
+CPU and memory are sampled every 50 ms over the tool's whole process tree with psutil.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import yaml
+
+from harvester.config import DownloadSpec
+from harvester.download import make_session
+from harvester.images import normalise
+
+IMG2DATASET = "img2dataset==1.47.0"
+CACHE = Path.home() / ".cache" / "harvester-bench"
+HERE = Path(__file__).resolve().parent
+CLASSES = 2
+
+
+@dataclass
+class Measured:
+    photos: int
+    seconds: float
+    cpu_seconds: float
+    peak_rss: int  # bytes, summed over the process tree at its fullest
+
+    @property
+    def per_second(self) -> float:
+        return self.photos / self.seconds
+
+    @property
+    def cpu_ms_per_photo(self) -> float:
+        return 1000 * self.cpu_seconds / self.photos
+
+
+def watch(command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+          ) -> tuple[subprocess.CompletedProcess[str], float, float, int]:
+    """Run `command`; its wall seconds, CPU seconds and peak RSS over its process tree."""
+    cpu: dict[int, float] = {}
+    peak = 0
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    root = psutil.Process(process.pid)
+    while process.poll() is None:
+        rss = 0
+        try:
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            break
+        for member in tree:
+            try:
+                with member.oneshot():
+                    times = member.cpu_times()
+                    cpu[member.pid] = times.user + times.system
+                    rss += member.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+        peak = max(peak, rss)
+        time.sleep(0.05)
+    out, err = process.communicate()
+    elapsed = time.perf_counter() - started
+    result = subprocess.CompletedProcess(command, process.returncode, out, err)
+    return result, elapsed, sum(cpu.values()), peak
+
+
+def img2dataset_venv() -> Path:
+    venv = CACHE / "img2dataset-1.47.0"
+    python = venv / "bin" / "python"
+    if not (venv / "bin" / "img2dataset").exists():
+        print(f"installing {IMG2DATASET} into {venv} ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", IMG2DATASET], check=True)
+    return venv / "bin" / "img2dataset"
+
+
+def run_harvester(folder: Path, rest_url: str, photos: int) -> Measured:
+    config = folder / "config.yaml"
+    per_class = photos // CLASSES
+    config.write_text(yaml.safe_dump({
+        "output_dir": "outputs",
+        "classes": [{"name": f"class{index}", "count": per_class} for index in range(CLASSES)],
+        "train_test_split": {"seed": 1, "type": "proportional", "test_size": 0.1},
+        "image": {"longest_side": 240},
+    }))
+    env = {**os.environ, "API_KEY": "bench", "API_SECRET": "bench", "FLICKR_API_URL": rest_url}
+    result, seconds, cpu, peak = watch(
+        [sys.executable, "-m", "harvester", "run", "-c", str(config)], env=env)
+    if result.returncode != 0:
+        sys.exit(f"harvester failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    split = json.loads((folder / "outputs" / "train_test_split.json").read_text())
+    return Measured(len(split["train"]) + len(split["test"]), seconds, cpu, peak)
+
+
+def downloaded_urls(folder: Path) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(folder / "outputs" / "harvest.db") as db:
+        return [row[0] for row in db.execute(
+            "SELECT url FROM photos WHERE source_path IS NOT NULL ORDER BY found_order")]
+
+
+def run_img2dataset(program: Path, folder: Path, urls: list[str]) -> Measured:
+    url_list = folder / "urls.txt"
+    url_list.write_text("".join(f"{url}\n" for url in urls))
+    result, seconds, cpu, peak = watch([
+        str(program), "--url_list", str(url_list), "--input_format", "txt",
+        "--output_format", "files", "--output_folder", str(folder / "out"),
+        "--image_size", "240", "--resize_mode", "keep_ratio_largest", "--encode_quality", "90",
+        "--processes_count", str(os.cpu_count() or 1), "--thread_count", "32",
+        "--number_sample_per_shard", "10000", "--enable_wandb", "False",
+    ], cwd=folder)
+    if result.returncode != 0:
+        sys.exit(f"img2dataset failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    successes = sum(json.loads(stats.read_text())["successes"]
+                    for stats in (folder / "out").glob("*_stats.json"))
+    return Measured(successes, seconds, cpu, peak)
+
+
+def parts(urls: list[str], sample: int = 500) -> tuple[float, float]:
+    """CPU ms of one fetch (harvester's requests session) and one normalise, each alone."""
+    session = make_session(DownloadSpec())
+    chosen = urls[:sample]
+    started = time.process_time()
+    bodies = [session.get(url, timeout=30).content for url in chosen]
+    fetch = (time.process_time() - started) / len(chosen)
+    for body in bodies[:20]:  # warm: the first calls load Pillow's plugins
+        normalise(body, 240, 90)
+    started = time.process_time()
+    for body in bodies:
+        normalise(body, 240, 90)
+    resize = (time.process_time() - started) / len(bodies)
+    return 1000 * fetch, 1000 * resize
+
+
+def bench_size(source_size: int, photos: int, runs: int, program: Path) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="harvester-bench-") as scratch:
+        urls_file = Path(scratch) / "image_urls.txt"
+        # A few more photos than wanted: search skips screenshots, as it does on Flickr.
+        server = subprocess.Popen(
+            [sys.executable, str(HERE / "standin_server.py"),
+             "--photos-per-class", str(photos * 12 // 10 // CLASSES), "--classes", str(CLASSES),
+             "--source-size", str(source_size), "--urls", str(urls_file)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        assert server.stdout is not None and server.stdin is not None
+        ready = json.loads(server.stdout.readline())
+        print(f"{source_size} px: {ready['images']} images served, "
+              f"{ready['image_bytes'] // ready['images'] // 1024} KB each", file=sys.stderr)
+        try:
+            ours, theirs = [], []
+            urls: list[str] = []
+            for run in range(runs):
+                folder = Path(scratch) / f"harvester-{run}"
+                folder.mkdir()
+                ours.append(run_harvester(folder, ready["rest_url"], photos))
+                urls = downloaded_urls(folder)
+                other = Path(scratch) / f"img2dataset-{run}"
+                other.mkdir()
+                theirs.append(run_img2dataset(program, other, urls))
+                print(f"  run {run + 1}: harvester {ours[-1].per_second:.0f}/s, "
+                      f"img2dataset {theirs[-1].per_second:.0f}/s", file=sys.stderr)
+            fetch_ms, resize_ms = parts(urls)
+        finally:
+            server.stdin.close()
+            server.wait(timeout=30)
+    return {"ours": ours, "theirs": theirs, "fetch_ms": fetch_ms, "resize_ms": resize_ms}
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=5000, help="photos per harvest")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each tool per size")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[240, 500],
+                        choices=(240, 500), help="source sizes to measure")
+    args = parser.parse_args()
+
+    program = img2dataset_venv()
+    rows = []
+    for size in args.sizes:
+        found = bench_size(size, args.photos, args.runs, program)
+        ours, theirs = found["ours"], found["theirs"]
+        parts_ms = found["fetch_ms"] + found["resize_ms"]  # type: ignore[operator]
+        ours_rate = median([m.per_second for m in ours])  # type: ignore[union-attr]
+        theirs_rate = median([m.per_second for m in theirs])  # type: ignore[union-attr]
+        ours_cpu = median([m.cpu_ms_per_photo for m in ours])  # type: ignore[union-attr]
+        rows.append({
+            "source": f"{size} px",
+            "harvester photos/s": round(ours_rate),
+            "img2dataset photos/s": round(theirs_rate),
+            "ratio": round(ours_rate / theirs_rate, 2),
+            "harvester CPU ms/photo": round(ours_cpu, 2),
+            "img2dataset CPU ms/photo": round(median(
+                [m.cpu_ms_per_photo for m in theirs]), 2),  # type: ignore[union-attr]
+            "parts ms (fetch + resize)": f"{found['fetch_ms']:.2f} + {found['resize_ms']:.2f}",
+            "CPU vs parts": round(ours_cpu / parts_ms, 2),
+            "harvester peak MB": round(max(m.peak_rss for m in ours) / 2**20),  # type: ignore[union-attr]
+            "img2dataset peak MB": round(max(m.peak_rss for m in theirs) / 2**20),  # type: ignore[union-attr]
+        })
+    headers = list(rows[0])
+    print("| " + " | ".join(headers) + " |")
+    print("|" + "---|" * len(headers))
+    for row in rows:
+        print("| " + " | ".join(str(row[header]) for header in headers) + " |")
+
+
+if __name__ == "__main__":
+    main()
