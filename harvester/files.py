@@ -19,10 +19,14 @@ def replacing(path: Path) -> Iterator[BinaryIO]:
     The temporary name is unique to the process and thread writing it, so workers writing
     at once never share one; a crash can leave a `.part` file behind, never a wrong file.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.part")
-    # 0o666 less the umask: the permissions any new file gets.
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    try:
+        # 0o666 less the umask: the permissions any new file gets.
+        descriptor = os.open(partial, flags, 0o666)
+    except FileNotFoundError:  # the folder's first file (asking every time costs syscalls)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(partial, flags, 0o666)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             yield handle

@@ -273,8 +273,10 @@ def pick_rendition(record: Mapping[str, Any], longest_side: int) -> tuple[str, i
     usable = []
     for suffix in SIZE_SUFFIXES:
         url = record.get(f"url_{suffix}")
+        if not isinstance(url, str) or not url:
+            continue
         width, height = _int(record.get(f"width_{suffix}")), _int(record.get(f"height_{suffix}"))
-        if isinstance(url, str) and url and width and height and max(width, height) >= longest_side:
+        if width and height and max(width, height) >= longest_side:
             usable.append((max(width, height), url, width, height))
     if not usable:
         return None
@@ -284,7 +286,7 @@ def pick_rendition(record: Mapping[str, Any], longest_side: int) -> tuple[str, i
 
 def _int(value: Any) -> int | None:
     # Flickr sends numbers as ints or as strings, depending on the field and the day.
-    if isinstance(value, bool):
+    if value is None or isinstance(value, bool):
         return None
     try:
         return int(value)

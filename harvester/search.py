@@ -321,7 +321,7 @@ def record_photos(
         if reason == SOMEONE_ELSES:
             continue
         rows.append({
-            **asdict(photo),
+            **vars(photo),  # (its fields are plain values: no need for asdict's deep copy)
             "class_": spec.name,
             "found_order": first_order + len(rows) + 1,
             "search_tags": spec.query,

@@ -95,23 +95,39 @@ def record_found(
     rejected `ambiguous`: so which class a photo counts for never depends on which
     search found it first. Otherwise the class that found it first keeps it.
     """
+    photos = list(photos)
     inserted = 0
+    for columns, rows in _by_columns(photos).items():
+        before = db.conn.total_changes
+        # One prepared statement for the page's photos, not one statement each.
+        db.conn.executemany(
+            f"INSERT OR IGNORE INTO photos ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' for _ in columns)})", rows)
+        inserted += db.conn.total_changes - before
+    if reject_conflicts:
+        by_id = {photo["photo_id"]: photo["class_"] for photo in photos}
+        known = [row for chunk in _chunks(list(by_id), 500) for row in db.execute(
+            f"SELECT photo_id, class FROM photos WHERE photo_id IN "
+            f"({', '.join('?' for _ in chunk)})", chunk).fetchall()]
+        for photo_id, known_class in known:
+            if known_class != by_id[photo_id]:
+                _reject_if_ambiguous(db, photo_id, by_id[photo_id])
+    return inserted
+
+
+def _by_columns(photos: Iterable[Mapping[str, Any]]) -> dict[tuple[str, ...], list[list[Any]]]:
+    """Rows to insert, grouped by the columns they give (a page's photos all give the same)."""
+    groups: dict[tuple[str, ...], list[list[Any]]] = {}
     for photo in photos:
-        state = State.REJECTED if photo.get("reason") else State.FOUND
         row = {key: value for key, value in photo.items() if key != "class_"}
         row["class"] = photo["class_"]
-        row["state"] = str(state)
-        columns = ", ".join(row)
-        placeholders = ", ".join("?" for _ in row)
-        cursor = db.execute(
-            f"INSERT OR IGNORE INTO photos ({columns}) VALUES ({placeholders})",
-            list(row.values()),
-        )
-        if cursor.rowcount:
-            inserted += 1
-        elif reject_conflicts:
-            _reject_if_ambiguous(db, photo["photo_id"], photo["class_"])
-    return inserted
+        row["state"] = str(State.REJECTED if photo.get("reason") else State.FOUND)
+        groups.setdefault(tuple(row), []).append(list(row.values()))
+    return groups
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    return (items[start:start + size] for start in range(0, len(items), size))
 
 
 def _reject_if_ambiguous(db: Database, photo_id: str, class_name: str) -> None:
