@@ -105,6 +105,16 @@ CREATE TABLE IF NOT EXISTS artifacts (
     written_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
 
+-- What the last export was made of: a digest of the dataset's rows, the harvest's figures
+-- and the config the exports describe. A run that finds it unchanged, with every export
+-- file still there, rewrites only summary.txt (which lists the runs).
+-- (A table added to layout 4: a database without it gets it on open.)
+CREATE TABLE IF NOT EXISTS export_inputs (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    fingerprint  TEXT NOT NULL,
+    exported_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+
 CREATE VIEW IF NOT EXISTS progress AS
     SELECT class, state, count(*) AS photos
     FROM photos

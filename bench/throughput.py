@@ -62,10 +62,11 @@ class Measured:
 
 
 def watch(command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
-          ) -> tuple[subprocess.CompletedProcess[str], float, float, int]:
-    """Run `command`; its wall seconds, CPU seconds and peak RSS over its process tree."""
+          ) -> tuple[subprocess.CompletedProcess[str], float, float, int, int]:
+    """Run `command`: its wall seconds, CPU seconds, and peak RSS summed over its process
+    tree and of its first process alone."""
     cpu: dict[int, float] = {}
-    peak = 0
+    peak = peak_main = 0
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
@@ -81,7 +82,10 @@ def watch(command: list[str], env: dict[str, str] | None = None, cwd: Path | Non
                 with member.oneshot():
                     times = member.cpu_times()
                     cpu[member.pid] = times.user + times.system
-                    rss += member.memory_info().rss
+                    resident = member.memory_info().rss
+                    rss += resident
+                    if member.pid == process.pid:
+                        peak_main = max(peak_main, resident)
             except psutil.NoSuchProcess:
                 continue
         peak = max(peak, rss)
@@ -89,7 +93,7 @@ def watch(command: list[str], env: dict[str, str] | None = None, cwd: Path | Non
     out, err = process.communicate()
     elapsed = time.perf_counter() - started
     result = subprocess.CompletedProcess(command, process.returncode, out, err)
-    return result, elapsed, sum(cpu.values()), peak
+    return result, elapsed, sum(cpu.values()), peak, peak_main
 
 
 def img2dataset_venv() -> Path:
@@ -112,7 +116,7 @@ def run_harvester(folder: Path, rest_url: str, photos: int) -> Measured:
         "image": {"longest_side": 240},
     }))
     env = {**os.environ, "API_KEY": "bench", "API_SECRET": "bench", "FLICKR_API_URL": rest_url}
-    result, seconds, cpu, peak = watch(
+    result, seconds, cpu, peak, _ = watch(
         [sys.executable, "-m", "harvester", "run", "-c", str(config)], env=env)
     if result.returncode != 0:
         sys.exit(f"harvester failed ({result.returncode}):\n{result.stderr[-3000:]}")
@@ -131,7 +135,7 @@ def downloaded_urls(folder: Path) -> list[str]:
 def run_img2dataset(program: Path, folder: Path, urls: list[str]) -> Measured:
     url_list = folder / "urls.txt"
     url_list.write_text("".join(f"{url}\n" for url in urls))
-    result, seconds, cpu, peak = watch([
+    result, seconds, cpu, peak, _ = watch([
         str(program), "--url_list", str(url_list), "--input_format", "txt",
         "--output_format", "files", "--output_folder", str(folder / "out"),
         "--image_size", "240", "--resize_mode", "keep_ratio_largest", "--encode_quality", "90",

@@ -75,6 +75,9 @@ def run(db: Database, config: Config) -> int:
     """Assign every class whose dataset is final; returns how many photos were assigned."""
     assigned = 0
     for spec in config.classes:
+        if not db.execute("SELECT 1 FROM photos WHERE class = ? AND state = 'resized' LIMIT 1",
+                          [spec.name]).fetchone():
+            continue  # split already, or nothing resized yet: no window to read
         window = dataset_window(db, spec.name, spec.count)
         if any(photo.state not in (State.RESIZED, State.ASSIGNED) for photo in window):
             continue

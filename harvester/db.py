@@ -189,5 +189,19 @@ def record_artifacts(db: Database, artifacts: list[dict[str, Any]]) -> None:
         db["artifacts"].insert_all(artifacts)
 
 
+def export_fingerprint(db: Database) -> str | None:
+    """The digest of what the last export was made of (see export.inputs_fingerprint)."""
+    row = db.execute("SELECT fingerprint FROM export_inputs").fetchone()
+    return row[0] if row else None
+
+
+def record_export(db: Database, artifacts: list[dict[str, Any]], fingerprint: str) -> None:
+    """What the export just wrote, replacing the last export's record, and what it was made of."""
+    with db.atomic():
+        record_artifacts(db, artifacts)
+        db.execute("INSERT OR REPLACE INTO export_inputs (id, fingerprint) VALUES (1, ?)",
+                   [fingerprint])
+
+
 def artifacts(db: Database) -> list[dict[str, Any]]:
     return list(db.query("SELECT path, bytes, sha256 FROM artifacts ORDER BY path"))

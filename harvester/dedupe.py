@@ -55,6 +55,8 @@ def reject_placeholders(db: Database) -> int:
 
 
 def reject_repeats(db: Database, config: Config) -> int:
+    if not db.execute("SELECT 1 FROM photos WHERE state = 'resized' LIMIT 1").fetchone():
+        return 0  # nothing new to judge (a finished harvest's re-run reads no hashes)
     rows = list(db.query(
         "SELECT photo_id, state, pixels_sha256, phash FROM photos WHERE phash IS NOT NULL "
         "AND (state IN ('resized', 'assigned') "

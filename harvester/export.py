@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from collections.abc import Iterator
@@ -33,11 +34,24 @@ ATTRIBUTION_COLUMNS = ("path", "photo_id", "title", "owner", "owner_name", "lice
                        "license_name", "license_url", "page_url")
 
 
-def run(db: Database, config: Config, sink: ProgressSink | None = None) -> list[Path]:
-    """Write every artifact into the output folder and record them; returns their paths."""
+def run(db: Database, config: Config, sink: ProgressSink | None = None,
+        force: bool = True) -> list[Path]:
+    """Write every artifact into the output folder and record them; returns their paths.
+
+    Unless `force`, a dataset exported before and unchanged since (same rows, figures and
+    config, every export file still there at its size) is left as it is: only summary.txt,
+    which lists the runs, is written again. A finished harvest's re-run is then quick.
+    """
     sink = sink or Silent()
     out = config.output_dir
     remove_rejected_images(db, config)
+    fingerprint = inputs_fingerprint(db, config)
+    if not force and fingerprint == queries.export_fingerprint(db) and _still_there(db, out):
+        kept = [row for row in queries.artifacts(db) if row["path"] != SUMMARY_FILE]
+        write_atomically(out / SUMMARY_FILE, summary_text(db, config, kept).encode())
+        kept.append(_artifact(out, SUMMARY_FILE))
+        queries.record_export(db, kept, fingerprint)
+        return [out / row["path"] for row in kept]
     credits = attribution_rows(db)
     documents = {
         SPLIT_FILE: _json(split_document(db)),
@@ -62,8 +76,28 @@ def run(db: Database, config: Config, sink: ProgressSink | None = None) -> list[
     recorded = [_artifact(out, name) for name in written]
     write_atomically(out / SUMMARY_FILE, summary_text(db, config, recorded).encode())
     recorded.append(_artifact(out, SUMMARY_FILE))
-    queries.record_artifacts(db, recorded)
+    queries.record_export(db, recorded, fingerprint)
     return [out / row["path"] for row in recorded]
+
+
+def inputs_fingerprint(db: Database, config: Config) -> str:
+    """A digest of everything the exports are made of (not of summary.txt, which is always
+    written): the dataset's rows as exported, the harvest's figures, and the config."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([config.harvest_definition(), repr(config.export),
+                              queries.class_totals(db), queries.reason_counts(db),
+                              queries.snapshot_time(db)], sort_keys=True, default=str).encode())
+    for row in queries.dataset_photos(db):
+        digest.update(repr(tuple(row.values())).encode())
+    return digest.hexdigest()
+
+
+def _still_there(db: Database, out: Path) -> bool:
+    """Whether every recorded export file is on disk at its recorded size."""
+    recorded = queries.artifacts(db)
+    return bool(recorded) and all(
+        (out / row["path"]).is_file() and (out / row["path"]).stat().st_size == row["bytes"]
+        for row in recorded if row["path"] != SUMMARY_FILE)
 
 
 def remove_rejected_images(db: Database, config: Config) -> None:

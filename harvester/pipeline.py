@@ -113,7 +113,7 @@ def harvest_locked(
             outcome = _outcome(db, config, run_id)
             # Ended before the export, so the summary it writes tells how this run ended.
             queries.finish_run(db, run_id, "shortfall" if outcome.shortfalls else "complete")
-            export.run(db, config, sink)
+            export.run(db, config, sink, force=False)
         except KeyboardInterrupt:
             queries.finish_run(db, run_id, "interrupted")
             raise

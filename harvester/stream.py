@@ -146,19 +146,24 @@ class Stream:
         for cursor in self.cursors:
             while cursor.room > 0 and not cursor.at_end and len(self.class_of) < IN_FLIGHT:
                 want = min(cursor.room, TAKE_AT_ONCE, IN_FLIGHT - len(self.class_of))
-                rows = list(self.db.query(
-                    f"SELECT * FROM photos WHERE class = ? AND found_order > ? "
-                    f"AND state IN ({LIVE}) ORDER BY found_order LIMIT ?",
-                    [cursor.spec.name, cursor.last_order, want]))
+                # Light rows: a window is mostly photos already done (all of it, when a
+                # finished harvest runs again); whole rows are read for those with work.
+                rows = self.db.execute(
+                    f"SELECT photo_id, state, found_order FROM photos WHERE class = ? "
+                    f"AND found_order > ? AND state IN ({LIVE}) ORDER BY found_order LIMIT ?",
+                    [cursor.spec.name, cursor.last_order, want]).fetchall()
                 cursor.at_end = len(rows) < want
-                for row in rows:
-                    photo = Photo.from_row(row)
-                    cursor.last_order = photo.found_order
+                for photo_id, state, found_order in rows:
+                    cursor.last_order = found_order
                     cursor.taken += 1
-                    if photo.state == State.FOUND:
-                        self._start(cursor, photo, self._fetch_then_resize)
-                    elif photo.state == State.DOWNLOADED:
-                        self._start(cursor, photo, self._resize_downloaded)
+                    if state == State.FOUND:
+                        self._start(cursor, self._photo(photo_id), self._fetch_then_resize)
+                    elif state == State.DOWNLOADED:
+                        self._start(cursor, self._photo(photo_id), self._resize_downloaded)
+
+    def _photo(self, photo_id: str) -> Photo:
+        row = next(self.db.query("SELECT * FROM photos WHERE photo_id = ?", [photo_id]))
+        return Photo.from_row(row)
 
     def _start(self, cursor: Cursor, photo: Photo, work: Callable[[Photo], None]) -> None:
         self.class_of[photo.photo_id] = cursor
