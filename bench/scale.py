@@ -116,15 +116,18 @@ def harvest_at_scale(photos: int) -> dict[str, object]:
             first, seconds, cpu, peak, peak_main = watch(command, env=env)
             if first.returncode != 0:
                 sys.exit(f"harvester failed:\n{first.stderr[-3000:]}")
+            print(first.stdout[-2000:], file=sys.stderr)
+            split = json.loads((folder / "outputs" / "train_test_split.json").read_text())
+            kept = len(split["train"]) + len(split["test"])
             again, rerun_seconds, _, _, _ = watch(command, env=env)
             if again.returncode != 0:
                 sys.exit(f"the re-run failed:\n{again.stderr[-3000:]}")
         finally:
             server.stdin.close()
             server.wait(timeout=60)
-    return {"photos": photos, "seconds": round(seconds, 1),
-            "photos_per_second": round(photos / seconds),
-            "cpu_ms_per_photo": round(1000 * cpu / photos, 2),
+    return {"photos_wanted": photos, "photos_in_dataset": kept, "seconds": round(seconds, 1),
+            "photos_per_second": round(kept / seconds),
+            "cpu_ms_per_photo": round(1000 * cpu / kept, 2),
             "peak_mb_all_processes": round(peak / 2**20),
             "peak_mb_main_process": round(peak_main / 2**20),
             "rerun_seconds": round(rerun_seconds, 2)}
