@@ -21,7 +21,7 @@ import queue
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import requests
@@ -59,7 +59,6 @@ class Cursor:
     taken: int = 0  # live photos up to last_order: the window's size so far
     at_end: bool = False  # every photo found so far is taken
     searched_out: bool = False  # Flickr has no more for the class
-    in_flight: set[str] = field(default_factory=set)
 
     @property
     def room(self) -> int:
