@@ -85,12 +85,13 @@ def make_session(spec: DownloadSpec) -> requests.Session:
     adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=spec.workers)
     session = requests.Session()
     session.headers["User-Agent"] = "harvester (image-classification dataset builder)"
-    if not urllib.request.getproxies().get("no"):
+    proxies = urllib.request.getproxies()
+    if not proxies.get("no"):
         # Proxies and CA bundle read from the environment once, here, rather than on each
         # of a harvest's requests (a third of a fetch's CPU). With NO_PROXY set, requests
         # must judge each URL against it, so it keeps reading the environment itself.
         session.trust_env = False
-        session.proxies = {scheme: url for scheme, url in urllib.request.getproxies().items()}
+        session.proxies = proxies
         session.verify = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
                           or True)
     session.mount("https://", adapter)

@@ -139,7 +139,8 @@ def complete_stages(
     # few photos each round tries; one session, so connections stay pooled across rounds.
     host = download.HostWatch(config.download)
     session = session or download.make_session(config.download)
-    while stream.run(db, config, client, sink, host, session) + dedupe.run(db, config):
+    while (stream.Stream(db, config, client, sink, host, session).run()
+           + dedupe.run(db, config)):
         pass
     assign.run(db, config)
 

@@ -14,12 +14,10 @@ bounded by IN_FLIGHT photos, however large the harvest.
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import os
 import queue
 import time
-from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -44,8 +42,6 @@ BATCH_RESULTS = 256
 BATCH_SECONDS = 0.5
 # Rows read per query when a cursor takes more photos into a window.
 TAKE_AT_ONCE = 512
-
-log = logging.getLogger(__name__)
 
 Result = Downloaded | DownloadFailed | Resized | Rejected
 
@@ -92,7 +88,7 @@ class Stream:
             queue.SimpleQueue())
         self.fetch = partial(download.fetch_source, session, config.output_dir, config.download)
         self.resize = partial(resize.resize_one, config.output_dir, config.image)
-        self.fetchers: Executor | None = None
+        self.fetchers: ThreadPoolExecutor | None = None
         self.resizers: Executor | None = None
         self.moved = 0
         self.searches: set[str] = set()  # the search bars started
@@ -156,22 +152,23 @@ class Stream:
                     cursor.last_order = found_order
                     cursor.taken += 1
                     if state == State.FOUND:
-                        self._start(cursor, self._photo(photo_id), self._fetch_then_resize)
-                    elif state == State.DOWNLOADED:
-                        self._start(cursor, self._photo(photo_id), self._resize_downloaded)
+                        photo = self._start(cursor, photo_id)
+                        self.fetchers.submit(self._fetch_then_resize, photo).add_done_callback(
+                            self._report_crash)
+                    elif state == State.DOWNLOADED:  # fetched by an earlier run
+                        photo = self._start(cursor, photo_id)
+                        self._submit_resize(resize.job_for(photo, str(photo.source_path)))
 
-    def _photo(self, photo_id: str) -> Photo:
-        row = next(self.db.query("SELECT * FROM photos WHERE photo_id = ?", [photo_id]))
-        return Photo.from_row(row)
-
-    def _start(self, cursor: Cursor, photo: Photo, work: Callable[[Photo], None]) -> None:
-        self.class_of[photo.photo_id] = cursor
-        self.moved += 1
-        if self.fetchers is None:  # started with the first photo: a round with none starts none
+    def _start(self, cursor: Cursor, photo_id: str) -> Photo:
+        """The photo, whole, counted in flight; the workers start with a round's first."""
+        if self.fetchers is None:
             self.fetchers = ThreadPoolExecutor(self.config.download.workers,
                                                thread_name_prefix="download")
             self._start_resizers()
-        self.fetchers.submit(work, photo).add_done_callback(self._report_crash)
+        self.class_of[photo_id] = cursor
+        self.moved += 1
+        row = next(self.db.query("SELECT * FROM photos WHERE photo_id = ?", [photo_id]))
+        return Photo.from_row(row)
 
     def _report_crash(self, future: Future[None]) -> None:
         # Errors come back as data; what escapes a worker (a full disk) stops the run.
@@ -216,16 +213,13 @@ class Stream:
         self.sink.advance("download", downloads)
         self.sink.advance("resize", resizes)
 
-    # The workers' side: these run in download threads.
+    # The workers' side: these run in download threads (and the loop, for earlier downloads).
 
     def _fetch_then_resize(self, photo: Photo) -> None:
         result = self.fetch(photo)
         self.results.put(result)
         if isinstance(result, Downloaded):
             self._submit_resize(resize.job_for(photo, result.source_path))
-
-    def _resize_downloaded(self, photo: Photo) -> None:
-        self._submit_resize(resize.job_for(photo, str(photo.source_path)))
 
     def _submit_resize(self, job: ResizeJob) -> None:
         assert self.resizers is not None
@@ -279,13 +273,3 @@ class Stream:
         # The run is stopping for a reason of its own: that is the one reported.
         self._record(finished, watch_host=False)
 
-
-def run(
-    db: Database,
-    config: Config,
-    client: FlickrClient,
-    sink: ProgressSink,
-    host: HostWatch,
-    session: requests.Session,
-) -> int:
-    return Stream(db, config, client, sink, host, session).run()

@@ -29,8 +29,9 @@ def searched(make_config, flickr):
 def stream_round(db, config: Config, host: download.HostWatch | None = None) -> int:
     """One round of download and resize over the windows (search has filled them)."""
     client = FlickrClient("k", "s", config.flickr, rest_url=REST_URL)
-    return stream.run(db, config, client, Silent(), host or download.HostWatch(config.download),
-                      download.make_session(config.download))
+    return stream.Stream(db, config, client, Silent(),
+                         host or download.HostWatch(config.download),
+                         download.make_session(config.download)).run()
 
 
 def states(db) -> dict[str, int]:
