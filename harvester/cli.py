@@ -47,6 +47,7 @@ from harvester.pipeline import (
 )
 from harvester.progress import ProgressSink, Silent
 from harvester.states import State
+from harvester.workers import WorkerFailed
 
 EXIT_OK, EXIT_STOPPED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 T = TypeVar("T")
@@ -289,7 +290,7 @@ def _guard(work: Callable[[], T], continue_with: str | None = None) -> T:
         _fail(EXIT_USAGE, f"config error: {error}")
     except (NoHarvest, HarvestBusy, DemoFolderUnusable, UnusableDatabase) as error:
         _fail(EXIT_USAGE, str(error))
-    except (FlickrFailure, ImageHostFailing, ChangedFile) as error:
+    except (FlickrFailure, ImageHostFailing, WorkerFailed, ChangedFile) as error:
         _fail(EXIT_STOPPED, f"stopped: {error}\n{resume_hint}")
     except OSError as error:
         _fail(EXIT_STOPPED, f"stopped: {error}\n{resume_hint}")

@@ -123,7 +123,7 @@ class ImageSpec:
 
 @dataclass(frozen=True)
 class DownloadSpec:
-    workers: int = 8
+    workers: int = 32  # concurrent downloads, shared out among the worker processes
     timeout: float = 30.0
     retries: int = 3
     retry_backoff: float = 0.5  # seconds; doubles with each retry

@@ -16,17 +16,19 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlparse
 
 import requests
 from requests.adapters import HTTPAdapter
-from sqlite_utils import Database
 from urllib3.util.retry import Retry
 
 from harvester.config import DownloadSpec
-from harvester.files import replacing
+from harvester.files import write_atomically
 from harvester.states import Photo, State, move, record_attempt
+
+if TYPE_CHECKING:  # worker processes run without sqlite_utils (and what it imports)
+    from sqlite_utils import Database
 
 SOURCES_DIR = ".sources"
 MAX_SOURCE_BYTES = 50 * 1024 * 1024
@@ -169,23 +171,25 @@ def source_path_for(photo: Photo) -> str:
 
 
 def fetch_source(
-    session: requests.Session, output_dir: Path, spec: DownloadSpec, photo: Photo
-) -> Downloaded | DownloadFailed:
-    """Fetch one photo's bytes to its source file. Errors come back as data, except a full disk."""
-    relative = source_path_for(photo)
+    session: requests.Session, output_dir: Path, spec: DownloadSpec, photo_id: str, url: str,
+    relative: str, attempt: int,
+) -> tuple[Downloaded | DownloadFailed, bytes | None]:
+    """Fetch one photo's bytes to its source file `relative`; returns the outcome and the bytes.
+
+    Errors come back as data (with no bytes), except a full disk. `attempt` counts this try.
+    """
     target = output_dir / relative
-    attempt = photo.attempts + 1
     if target.exists():
         # Written whole (by rename) by a run that died before recording it: no second fetch.
         data = target.read_bytes()
-        return Downloaded(photo.photo_id, relative, len(data), hashlib.sha256(data).hexdigest(),
-                          attempt)
+        return Downloaded(photo_id, relative, len(data), hashlib.sha256(data).hexdigest(),
+                          attempt), data
 
-    def failed(reason: str, detail: str, **kind: bool) -> DownloadFailed:
-        return DownloadFailed(photo.photo_id, reason, detail, attempt, **kind)
+    def failed(reason: str, detail: str, **kind: bool) -> tuple[DownloadFailed, None]:
+        return DownloadFailed(photo_id, reason, detail, attempt, **kind), None
 
     try:
-        with session.get(photo.url, timeout=spec.timeout, stream=True) as response:
+        with session.get(url, timeout=spec.timeout, stream=True) as response:
             if response.status_code != 200:
                 status = response.status_code
                 return failed(f"http_{status}", response.reason or "",
@@ -194,21 +198,18 @@ def fetch_source(
                 # Its bytes are learned: the same image served without a redirect (from a
                 # cache, a mirror) is then known for what it is (see dedupe).
                 body = response.raw.read(PLACEHOLDER_MAX_BYTES, decode_content=True)
-                return DownloadFailed(photo.photo_id, "unavailable", response.url, attempt,
+                return DownloadFailed(photo_id, "unavailable", response.url, attempt,
                                       rejected=True,
-                                      placeholder_sha256=hashlib.sha256(body).hexdigest())
+                                      placeholder_sha256=hashlib.sha256(body).hexdigest()), None
             if _declared_length(response) > MAX_SOURCE_BYTES:
                 return failed("too_large", f"{_declared_length(response)} bytes", rejected=True)
-            digest, size = hashlib.sha256(), 0
-            with replacing(target) as handle:
-                for chunk in response.iter_content(CHUNK):
-                    size += len(chunk)
-                    if size > MAX_SOURCE_BYTES:
-                        raise _TooLarge
-                    digest.update(chunk)
-                    handle.write(chunk)
-    except _TooLarge:
-        return failed("too_large", f"over {MAX_SOURCE_BYTES} bytes", rejected=True)
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_content(CHUNK):
+                size += len(chunk)
+                if size > MAX_SOURCE_BYTES:
+                    return failed("too_large", f"over {MAX_SOURCE_BYTES} bytes", rejected=True)
+                chunks.append(chunk)
     except requests.Timeout as error:
         return failed("timeout", str(error), transient=True)
     except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
@@ -218,11 +219,11 @@ def fetch_source(
     except requests.RequestException as error:
         # Redirect loops, invalid URLs, broken chunked encoding: this photo's answer is bad.
         return failed("bad_response", f"{type(error).__name__}: {error}")
-    return Downloaded(photo.photo_id, relative, size, digest.hexdigest(), attempt)
-
-
-class _TooLarge(Exception):
-    pass
+    # Written whole once the body is in: a dropped connection leaves no file to clean up.
+    # Made durable by the harvest, with the batch it is recorded in (files.sync_filesystem).
+    data = b"".join(chunks)
+    write_atomically(target, data, durable=False)
+    return Downloaded(photo_id, relative, size, hashlib.sha256(data).hexdigest(), attempt), data
 
 
 def _declared_length(response: requests.Response) -> int:

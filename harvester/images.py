@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -21,6 +22,11 @@ class Normalised:
     phash: str  # 64-bit perceptual hash, 16 hex digits: near-identical pictures are close
 
 
+# warnings.catch_warnings swaps the process's filters: threads normalising at once would
+# restore each other's, so a source's header is read under this lock (it is quick).
+_OPENING = threading.Lock()
+
+
 @dataclass(frozen=True)
 class Unusable:
     reason: str  # corrupt, too_small, too_large
@@ -34,7 +40,7 @@ def normalise(data: bytes, longest_side: int, quality: int) -> Normalised | Unus
         # before it is decoded: a decompression bomb (a few KB of PNG that unpack to
         # gigabytes), or no photo worth the memory. Pillow only warns below twice the
         # limit: those are refused too.
-        with warnings.catch_warnings():
+        with _OPENING, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
         with image:

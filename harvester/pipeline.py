@@ -8,10 +8,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
 from sqlite_utils import Database
 
-from harvester import assign, dedupe, download, export, preview, stream
+from harvester import assign, dedupe, download, export, preview, stream, workers
 from harvester import db as queries
 from harvester.config import Config, ConfigError
 from harvester.files import Locked, exclusive
@@ -75,7 +74,6 @@ def harvest(
     *,
     command: str = "run",
     sink: ProgressSink | None = None,
-    session: requests.Session | None = None,
 ) -> Outcome:
     """Search, download, resize, assign and export, continuing any harvest already there.
 
@@ -86,7 +84,7 @@ def harvest(
             f"no harvest to resume in {config.output_dir}: start one with `harvester run`"
         )
     with only_run(config):
-        return harvest_locked(config, credentials, command, sink or Silent(), session)
+        return harvest_locked(config, credentials, command, sink or Silent())
 
 
 def harvest_locked(
@@ -94,7 +92,6 @@ def harvest_locked(
     credentials: Credentials,
     command: str,
     sink: ProgressSink,
-    session: requests.Session | None = None,
 ) -> Outcome:
     """`harvest` for a caller already holding the output folder's lock (see `only_run`)."""
     db = queries.open_database(config.database_path)
@@ -109,7 +106,7 @@ def harvest_locked(
                 rest_url=credentials.rest_url,
                 quota=Quota(db, run_id, config.flickr.calls_per_hour),
             )
-            complete_stages(db, config, client, sink, session)
+            complete_stages(db, config, client, sink)
             outcome = _outcome(db, config, run_id)
             # Ended before the export, so the summary it writes tells how this run ended.
             queries.finish_run(db, run_id, "shortfall" if outcome.shortfalls else "complete")
@@ -130,18 +127,17 @@ def complete_stages(
     config: Config,
     client: FlickrClient,
     sink: ProgressSink,
-    session: requests.Session | None,
 ) -> None:
     # Search, download and resize stream together (see stream). Dedupe then judges what was
     # resized; a photo it rejects, or a download that may work later, makes another round,
     # until no stage has anything to do.
     # One watch over the image host for the whole run, so a dead host is noticed however
-    # few photos each round tries; one session, so connections stay pooled across rounds.
+    # few photos each round tries; one set of workers, started with the run's first photo.
     host = download.HostWatch(config.download)
-    session = session or download.make_session(config.download)
-    while (stream.Stream(db, config, client, sink, host, session).run()
-           + dedupe.run(db, config)):
-        pass
+    with workers.Workers(config) as pool:
+        while (stream.Stream(db, config, client, sink, host, pool).run()
+               + dedupe.run(db, config)):
+            pass
     assign.run(db, config)
 
 

@@ -1,12 +1,9 @@
-"""Stage: downloaded -> resized. Normalises one source image; `stream` runs it on every core."""
+"""Stage: downloaded -> resized. Normalises one source image; `workers` run it on every core."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +13,7 @@ from harvester.files import write_atomically
 from harvester.images import Normalised, normalise
 from harvester.states import Photo, State, move
 
-if TYPE_CHECKING:  # resize workers run without sqlite_utils (and what it imports)
+if TYPE_CHECKING:  # worker processes run without sqlite_utils (and what it imports)
     from sqlite_utils import Database
 
 log = logging.getLogger(__name__)
@@ -41,19 +38,6 @@ class Rejected:
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
-class ResizeJob:
-    """What a resize worker needs of a photo: small, as it is pickled to another process."""
-
-    photo_id: str
-    source_path: str
-    path: str  # the dataset image to write
-
-
-def job_for(photo: Photo, source_path: str) -> ResizeJob:
-    return ResizeJob(photo.photo_id, source_path, dataset_path(photo))
-
-
 def dataset_path(photo: Photo) -> str:
     return f"{photo.class_}/{photo.photo_id}.jpg"
 
@@ -73,33 +57,14 @@ def record(db: Database, result: Resized | Rejected) -> bool:
     return move(db, result.photo_id, State.DOWNLOADED, State.REJECTED, reason=result.reason)
 
 
-def end_with(harvest_pid: int) -> None:
-    """Pool initializer: the worker ends itself once the harvest that started it is gone.
-
-    A run killed with SIGKILL cannot shut its pool down, and its workers would wait forever.
-    """
-
-    def watch() -> None:
-        while True:
-            time.sleep(1)
-            try:
-                os.kill(harvest_pid, 0)
-            except ProcessLookupError:
-                os._exit(0)
-
-    threading.Thread(target=watch, name="watch-harvest", daemon=True).start()
-
-
-def resize_one(output_dir: Path, spec: ImageSpec, job: ResizeJob) -> Resized | Rejected:
-    """Runs in a worker: read the source, write the dataset image atomically."""
-    try:
-        data = (output_dir / job.source_path).read_bytes()
-    except FileNotFoundError:
-        return Rejected(job.photo_id, "source_missing", f"{job.source_path} is gone")
-    result = normalise(data, spec.longest_side, spec.jpeg_quality)
+def resize_source(output_dir: Path, spec: ImageSpec, photo_id: str, source: bytes,
+                  path: str) -> Resized | Rejected:
+    """Normalise a photo's source bytes and write its dataset image `path` atomically."""
+    result = normalise(source, spec.longest_side, spec.jpeg_quality)
     if not isinstance(result, Normalised):
-        return Rejected(job.photo_id, result.reason, result.detail)
-    write_atomically(output_dir / job.path, result.jpeg)
-    return Resized(job.photo_id, job.path, result.width, result.height,
+        return Rejected(photo_id, result.reason, result.detail)
+    # Made durable by the harvest, with the batch it is recorded in (files.sync_filesystem).
+    write_atomically(output_dir / path, result.jpeg, durable=False)
+    return Resized(photo_id, path, result.width, result.height,
                    hashlib.sha256(result.jpeg).hexdigest(), len(result.jpeg),
                    result.pixels_sha256, result.phash)

@@ -518,6 +518,9 @@ class _QuietServer(ThreadingHTTPServer):
 def _handler_for(stand_in: StandIn) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as Flickr's servers do
+        # Headers and body go out in two writes: without this, the body of a kept-alive
+        # connection's answer waits for the client's delayed ACK (40 ms) of the headers.
+        disable_nagle_algorithm = True
 
         def do_GET(self) -> None:
             url = urlparse(self.path)

@@ -1,11 +1,10 @@
 """Photos stream through search, download and resize at once; one writer records them.
 
 Each class's dataset window (its first `count` live photos in search order, see
-`states.dataset_window`) is walked by a `Cursor`. A found photo in the window goes to a
-download worker (a thread; the fetch waits on the network), which hands the bytes it
-wrote straight to a resize worker (a process per core; decode, resize and encode need
-the CPU). When a class's window reaches past what search has found, the next search
-page is asked for between batches, while the workers go on with the photos in flight.
+`states.dataset_window`) is walked by a `Cursor`. A photo in the window still to fetch or
+resize goes to the worker processes (see `workers`), which fetch and resize it. When a
+class's window reaches past what search has found, the next search page is asked for
+between batches, while the workers go on with the photos in flight.
 
 Only the loop here, in the calling thread, touches the database: workers hand back
 results as data, and the loop records them in one transaction per batch. Memory is
@@ -14,24 +13,18 @@ bounded by IN_FLIGHT photos, however large the harvest.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import queue
-import time
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 
-import requests
 from sqlite_utils import Database
 
-from harvester import download, resize, search
+from harvester import download, files, resize, search
 from harvester.config import ClassSpec, Config
 from harvester.download import Downloaded, DownloadFailed, HostWatch
 from harvester.flickr import FlickrClient
 from harvester.progress import ProgressSink
-from harvester.resize import Rejected, Resized, ResizeJob
+from harvester.resize import Resized
 from harvester.states import LIVE, Photo, State, live_count
+from harvester.workers import Crashed, Job, Result, Workers
 
 # Photos handed to workers and not yet recorded. Enough to keep every worker busy through
 # a slow search call (a second or so of Flickr) between batches; small enough that memory
@@ -42,8 +35,6 @@ BATCH_RESULTS = 256
 BATCH_SECONDS = 0.5
 # Rows read per query when a cursor takes more photos into a window.
 TAKE_AT_ONCE = 512
-
-Result = Downloaded | DownloadFailed | Resized | Rejected
 
 
 @dataclass
@@ -75,7 +66,7 @@ class Stream:
         client: FlickrClient,
         sink: ProgressSink,
         host: HostWatch,
-        session: requests.Session,
+        workers: Workers,
     ) -> None:
         self.db = db
         self.config = config
@@ -83,13 +74,8 @@ class Stream:
         self.sink = sink
         self.host = host
         self.cursors = [Cursor(spec) for spec in config.classes]
+        self.workers = workers
         self.class_of: dict[str, Cursor] = {}  # photo id -> its cursor, while in flight
-        self.results: queue.SimpleQueue[Result | Future[Resized | Rejected]] = (
-            queue.SimpleQueue())
-        self.fetch = partial(download.fetch_source, session, config.output_dir, config.download)
-        self.resize = partial(resize.resize_one, config.output_dir, config.image)
-        self.fetchers: ThreadPoolExecutor | None = None
-        self.resizers: Executor | None = None
         self.moved = 0
         self.searches: set[str] = set()  # the search bars started
 
@@ -100,7 +86,7 @@ class Stream:
         self._start_progress()
         try:
             while True:
-                self._record(self._collect(wait=False))
+                self._record(self.workers.collect(BATCH_RESULTS, wait=0))
                 self._dispatch()
                 searching = next((c for c in self.cursors if c.needs_search), None)
                 if searching is not None:
@@ -108,10 +94,15 @@ class Stream:
                     continue
                 if not self.class_of:
                     break
-                self._record(self._collect(wait=True))
+                self._record(self.workers.collect(BATCH_RESULTS, wait=BATCH_SECONDS))
             self.host.end_of_round()
-        finally:
-            self._stop_workers()
+        except BaseException:
+            # Stopping (Ctrl-C, a dead image host, a full disk): what the workers finished
+            # is recorded all the same. The reason the run stops is the one reported.
+            finished = [result for result in self.workers.stop()
+                        if not isinstance(result, Crashed)]
+            self._record(finished, watch_host=False)
+            raise
         for stage in ("download", "resize", *self.searches):
             self.sink.finish(stage)
         return self.moved
@@ -151,49 +142,30 @@ class Stream:
                 for photo_id, state, found_order in rows:
                     cursor.last_order = found_order
                     cursor.taken += 1
-                    if state == State.FOUND:
-                        photo = self._start(cursor, photo_id)
-                        self.fetchers.submit(self._fetch_then_resize, photo).add_done_callback(
-                            self._report_crash)
-                    elif state == State.DOWNLOADED:  # fetched by an earlier run
-                        photo = self._start(cursor, photo_id)
-                        self._submit_resize(resize.job_for(photo, str(photo.source_path)))
+                    if state in (State.FOUND, State.DOWNLOADED):
+                        self.workers.submit(self._job(photo_id))
+                        self.class_of[photo_id] = cursor
+                        self.moved += 1
 
-    def _start(self, cursor: Cursor, photo_id: str) -> Photo:
-        """The photo, whole, counted in flight; the workers start with a round's first."""
-        if self.fetchers is None:
-            self.fetchers = ThreadPoolExecutor(self.config.download.workers,
-                                               thread_name_prefix="download")
-            self._start_resizers()
-        self.class_of[photo_id] = cursor
-        self.moved += 1
-        row = next(self.db.query("SELECT * FROM photos WHERE photo_id = ?", [photo_id]))
-        return Photo.from_row(row)
-
-    def _report_crash(self, future: Future[None]) -> None:
-        # Errors come back as data; what escapes a worker (a full disk) stops the run.
-        if not future.cancelled() and future.exception() is not None:
-            self.results.put(future)  # type: ignore[arg-type]
-
-    def _collect(self, wait: bool) -> list[Result]:
-        """Finished work: a batch's worth, waiting up to BATCH_SECONDS for it if `wait`."""
-        batch: list[Result] = []
-        deadline = time.monotonic() + BATCH_SECONDS
-        while len(batch) < BATCH_RESULTS:
-            try:
-                item = self.results.get(timeout=max(0.0, deadline - time.monotonic())
-                                        ) if wait else self.results.get_nowait()
-            except queue.Empty:
-                break
-            batch.append(item.result() if isinstance(item, Future) else item)
-        return batch
+    def _job(self, photo_id: str) -> Job:
+        photo = Photo.from_row(next(self.db.query(
+            "SELECT * FROM photos WHERE photo_id = ?", [photo_id])))
+        if photo.state == State.DOWNLOADED:  # fetched by an earlier run: resized only
+            return Job(photo_id, None, photo.attempts, str(photo.source_path),
+                       resize.dataset_path(photo))
+        return Job(photo_id, photo.url, photo.attempts + 1, download.source_path_for(photo),
+                   resize.dataset_path(photo))
 
     def _record(self, batch: list[Result], watch_host: bool = True) -> None:
         if not batch:
             return
         downloads = resizes = 0
+        if any(isinstance(result, Downloaded | Resized) for result in batch):
+            files.sync_filesystem(self.config.output_dir)  # the files, before their states
         with self.db.atomic():
             for result in batch:
+                if isinstance(result, Crashed):
+                    raise result.error
                 cursor = self.class_of[result.photo_id]
                 if isinstance(result, Downloaded | DownloadFailed):
                     left = download.record(self.db, result,
@@ -213,30 +185,6 @@ class Stream:
         self.sink.advance("download", downloads)
         self.sink.advance("resize", resizes)
 
-    # The workers' side: these run in download threads (and the loop, for earlier downloads).
-
-    def _fetch_then_resize(self, photo: Photo) -> None:
-        result = self.fetch(photo)
-        self.results.put(result)
-        if isinstance(result, Downloaded):
-            self._submit_resize(resize.job_for(photo, result.source_path))
-
-    def _submit_resize(self, job: ResizeJob) -> None:
-        assert self.resizers is not None
-        try:
-            future = self.resizers.submit(self.resize, job)
-        except RuntimeError:
-            return  # the run is stopping: the photo stays downloaded, resized next run
-        future.add_done_callback(self.results.put)
-
-    def _start_resizers(self) -> None:
-        workers = self.config.resize.workers or os.cpu_count() or 1
-        # forkserver, not fork: workers inherit no open files (the run's lock) and no threads.
-        self.resizers = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("forkserver"),
-            initializer=resize.end_with, initargs=(os.getpid(),),
-        )
-
     # Progress and the end.
 
     def _start_progress(self) -> None:
@@ -252,24 +200,3 @@ class Stream:
         wanted = sum(spec.count for spec in self.config.classes)
         self.sink.start("download", total=wanted, done=downloaded + resized)
         self.sink.start("resize", total=wanted, done=resized)
-
-    def _stop_workers(self) -> None:
-        """Stop the workers, and record what they finished: no finished work is lost."""
-        for pool in (self.fetchers, self.resizers):
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
-        finished: list[Result] = []
-        while True:
-            try:
-                item = self.results.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, Future):
-                if item.cancelled() or item.exception() is not None:
-                    continue
-                item = item.result()
-            if item is not None:  # (a download thread's future: it failed, or returns None)
-                finished.append(item)
-        # The run is stopping for a reason of its own: that is the one reported.
-        self._record(finished, watch_host=False)
-

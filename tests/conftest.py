@@ -1,15 +1,22 @@
-"""Shared fixtures: configs written as users write them, and Flickr mocked with `responses`."""
+"""Shared fixtures: configs written as users write them, and a stand-in Flickr.
+
+Flickr's REST API is mocked with `responses`: it is called from the test's own process.
+Images are fetched by the harvest's worker processes, which `responses` cannot reach:
+they are served from 127.0.0.1 by `ImageHost`, whose answers come from the test.
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
-import re
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlparse
+from urllib.parse import parse_qsl
 
 import pytest
 import responses
@@ -23,7 +30,6 @@ from harvester.standin import IMAGE_PATH, Universe
 
 FIXTURES = Path(__file__).parent / "fixtures" / "flickr"
 REST_URL = "https://api.flickr.com/services/rest/"
-IMAGE_HOST = "https://live.staticflickr.com"
 CREDENTIALS = Credentials("test-key", "test-secret", REST_URL)
 
 
@@ -36,6 +42,64 @@ def form(request: Any) -> dict[str, str]:
     """The form fields of a mocked POST (flickrapi sends bytes)."""
     body = request.body or ""
     return dict(parse_qsl(body.decode() if isinstance(body, bytes) else body))
+
+
+ImageAnswer = tuple[int, dict[str, str], bytes]  # status, headers, body
+
+
+class ImageHost:
+    """One loopback HTTP server for the whole session; each test's answers under a prefix.
+
+    `serve(answer)` gives a base URL: a GET of base + path is answered by `answer(path)`,
+    in a thread of the test's process, so tests' hooks and counters work as they would
+    in-process. A MockFlickr's answers are held weakly, so it and its universe are not
+    kept for the rest of the session.
+    """
+
+    def __init__(self) -> None:
+        self.answers: dict[str, Callable[[], Callable[[str], ImageAnswer] | None]] = {}
+        self.numbers = itertools.count()
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as Flickr's servers do
+            # Headers and body go out in two writes: without this, the body of a kept-alive
+            # connection's answer waits for the client's delayed ACK (40 ms) of the headers.
+            disable_nagle_algorithm = True
+
+            def do_GET(self) -> None:
+                _, prefix, path = self.path.split("/", 2)
+                answer = host.answers.get(prefix, lambda: None)()
+                status, headers, body = answer("/" + path) if answer else (404, {}, b"")
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def serve(self, answer: Callable[[str], ImageAnswer]) -> str:
+        prefix = f"t{next(self.numbers)}"
+        self.answers[prefix] = (weakref.WeakMethod(answer) if hasattr(answer, "__self__")
+                                else lambda: answer)
+        return f"http://127.0.0.1:{self.server.server_address[1]}/{prefix}"
+
+
+_image_host: ImageHost | None = None
+
+
+def image_host() -> ImageHost:
+    global _image_host
+    if _image_host is None:
+        _image_host = ImageHost()
+    return _image_host
 
 
 def write_config(folder: Path, **sections: Any) -> Path:
@@ -63,7 +127,8 @@ def make_config(tmp_path: Path) -> Callable[..., Config]:
 
 
 class MockFlickr:
-    """Flickr's REST API and image host under `responses`, answered by a stand-in Universe.
+    """Flickr's REST API (under `responses`) and image host (on `ImageHost`), answered by a
+    stand-in Universe.
 
     Tests queue API faults and mark photos whose images fail, then read the counters.
     """
@@ -80,8 +145,7 @@ class MockFlickr:
         self.on_image_request: Callable[[str], None] | None = None
         self._lock = threading.Lock()
         mock.add_callback(responses.POST, REST_URL, callback=self._api)
-        mock.add_callback(responses.GET, re.compile(re.escape(IMAGE_HOST) + r"/.*"),
-                          callback=self._image)
+        self.image_base_url = image_host().serve(self._image)
 
     def fail_api(self, times: int, code: int | None = 105, status: int = 200) -> None:
         body = {"stat": "fail", "code": code, "message": "Service currently unavailable"}
@@ -100,13 +164,12 @@ class MockFlickr:
         if fault:
             status, body = fault
             return status, {}, body if isinstance(body, str) else json.dumps(body)
-        answer = self.universe.respond(params, IMAGE_HOST)
+        answer = self.universe.respond(params, self.image_base_url)
         if params.get("method") == "flickr.photos.search":
             self.answers.append(answer)
         return 200, {}, json.dumps(answer)
 
-    def _image(self, request: Any) -> tuple[int, dict[str, str], bytes]:
-        path = urlparse(request.url).path
+    def _image(self, path: str) -> ImageAnswer:
         match = IMAGE_PATH.match(path)
         photo_id = match["id"] if match else path
         with self._lock:

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,11 +44,11 @@ def config_in(folder: Path) -> Path:
     )
 
 
-def harvester(command: str, config: Path, server: StandIn) -> subprocess.Popen:
+def harvester(command: str, config: Path, server: StandIn, **popen: Any) -> subprocess.Popen:
     env = {**os.environ, "API_KEY": "k", "API_SECRET": "s", "FLICKR_API_URL": server.rest_url}
     return subprocess.Popen(
         [sys.executable, "-m", "harvester", command, "-c", str(config)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
     )
 
 
@@ -178,12 +179,14 @@ def test_sigint_stops_cleanly_with_exit_130_and_the_resume_line(tmp_path):
     # Downloads slow enough (about 5 s in all) that the run is surely still going at the signal.
     with StandIn(universe, image_delay=0.2) as slow:
         config = config_in(tmp_path)
-        process = harvester("run", config, slow)
+        # A session of its own, so that Ctrl-C can be sent as a terminal sends it: to the
+        # whole process group, the workers too.
+        process = harvester("run", config, slow, start_new_session=True)
         deadline = time.monotonic() + 60
         while count(config.parent / "outputs" / "harvest.db", "source_path IS NOT NULL") < 1:
             assert time.monotonic() < deadline and process.poll() is None
             time.sleep(0.005)
-        process.send_signal(signal.SIGINT)
+        os.killpg(process.pid, signal.SIGINT)
         assert process.wait(timeout=60) == 130
     stderr = process.stderr.read()
     assert "interrupted." in stderr and f"harvester resume -c {config}" in stderr

@@ -162,7 +162,7 @@ def test_a_class_of_9000_behind_the_4000_cap_gets_exactly_9000_distinct_photos(t
         train_test_split={"seed": 1, "type": "proportional", "test_size": 0.1},
         download={"workers": 8, "retry_backoff": 0, "retries": 1}, resize={"workers": 2},
     ))
-    # Through `responses` rather than a socket: the same answers, in half the time.
+    # The API through `responses` rather than a socket: the same answers, in less time.
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         flickr = MockFlickr(Universe(seed=4, photos_per_tag={"cat": 12_000}, drift=20), mock)
         outcome = harvest(config, CREDENTIALS)

@@ -1,10 +1,12 @@
 """Whole harvests against mocked Flickr: exact counts, artifacts, and resume after failures."""
 
+import _thread
 import errno
 import io
 import json
+import multiprocessing
 import os
-import re
+import signal
 import tarfile
 from pathlib import Path
 
@@ -18,8 +20,9 @@ from harvester.db import open_database
 from harvester.download import ImageHostFailing
 from harvester.files import exclusive
 from harvester.flickr import FlickrUnavailable
-from harvester.pipeline import HarvestBusy, NoHarvest, export_only, harvest
+from harvester.pipeline import HarvestBusy, NoHarvest, export_only, harvest, verify_only
 from harvester.standin import Universe
+from harvester.workers import WorkerFailed
 from tests.conftest import CREDENTIALS, MockFlickr, dataset, write_config
 
 
@@ -42,7 +45,7 @@ def test_a_harvest_produces_every_artifact_with_exact_counts(make_config, flickr
 
     urls = json.loads((out / "urls_data.json").read_text())
     assert {name: len(values) for name, values in urls.items()} == {"cat": 20, "dog": 10}
-    assert all(url.startswith("https://live.staticflickr.com/") for url in urls["cat"])
+    assert all(url.startswith(flickr.image_base_url + "/") for url in urls["cat"])
 
     summary = (out / "summary.txt").read_text()
     assert "cat" in summary and "flickr.photos.search" in summary
@@ -128,7 +131,7 @@ def fail_search_after_first_page(flickr, monkeypatch):
 def fail_download_midway(flickr, monkeypatch):
     def ctrl_c_on_the_twelfth_image(photo_id):
         if sum(flickr.image_requests.values()) == 12:
-            raise KeyboardInterrupt
+            _thread.interrupt_main()  # the image host answers in a thread of its own
 
     flickr.on_image_request = ctrl_c_on_the_twelfth_image
     return KeyboardInterrupt
@@ -263,10 +266,26 @@ def test_a_dead_image_host_stops_even_a_small_harvest(make_config, flickr, unive
     assert flickr.image_requests.total() == 9 * 2  # one round: each photo, one retry
 
 
+def test_a_worker_process_that_dies_stops_the_run_and_resume_finishes(make_config, flickr):
+    config = make_config()
+
+    def kill_a_worker(photo_id):
+        if flickr.image_requests.total() == 8:  # as the kernel's OOM killer would
+            os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
+
+    flickr.on_image_request = kill_a_worker
+    with pytest.raises(WorkerFailed, match="worker process ended unexpectedly"):
+        harvest(config, CREDENTIALS)
+    flickr.on_image_request = None
+    assert harvest(config, CREDENTIALS, command="resume").in_dataset == {"cat": 20, "dog": 10}
+    assert verify_only(config).ok
+
+
 def interrupt_on_image(flickr, number):
+    """Ctrl-C as the `number`th image is asked for (the image host runs in another thread)."""
     def ctrl_c(photo_id):
         if sum(flickr.image_requests.values()) == number:
-            raise KeyboardInterrupt
+            _thread.interrupt_main()
 
     flickr.on_image_request = ctrl_c
 
@@ -364,7 +383,14 @@ def test_exporting_an_unfinished_harvest_says_it_is_unfinished(make_config, flic
 def serve_pages(mock, pages: dict[tuple[str, int], list[str]], faults: dict[str, tuple]):
     """A hand-made Flickr: exactly these search pages, each photo a real JPEG unless faulty."""
     from harvester.standin import render
-    from tests.conftest import IMAGE_HOST, REST_URL, fixture_response, form
+    from tests.conftest import REST_URL, fixture_response, form, image_host
+
+    def image(path):
+        photo_id = path.rsplit("/", 1)[1].split("_")[0]
+        status, body = faults.get(photo_id, (200, render(photo_id, 0, 240, 180)))
+        return status, {}, body
+
+    image_base_url = image_host().serve(image)
 
     def search(request):
         params = form(request)
@@ -372,19 +398,13 @@ def serve_pages(mock, pages: dict[tuple[str, int], list[str]], faults: dict[str,
             return 200, {}, json.dumps({"stat": "ok", **fixture_response("licenses_getInfo.json")})
         ids = pages.get((params["tags"], int(params["page"])), [])
         photos = [{"id": photo_id, "owner": "1@N01", "license": "4",
-                   "url_s": f"{IMAGE_HOST}/1/{photo_id}_ab_m.jpg", "width_s": 240,
+                   "url_s": f"{image_base_url}/1/{photo_id}_ab_m.jpg", "width_s": 240,
                    "height_s": 180} for photo_id in ids]
         body = {"photos": {"page": params["page"], "pages": 9, "total": 90, "photo": photos},
                 "stat": "ok"}
         return 200, {}, json.dumps(body)
 
-    def image(request):
-        photo_id = request.url.rsplit("/", 1)[1].split("_")[0]
-        status, body = faults.get(photo_id, (200, render(photo_id, 0, 240, 180)))
-        return status, {}, body
-
     mock.add_callback(responses.POST, REST_URL, callback=search)
-    mock.add_callback(responses.GET, re.compile(re.escape(IMAGE_HOST) + r"/.*"), callback=image)
 
 
 def test_a_photo_two_classes_find_never_changes_class_with_the_order_of_work(tmp_path):

@@ -12,6 +12,7 @@ from harvester.db import open_database
 from harvester.flickr import FlickrClient
 from harvester.progress import Silent
 from harvester.states import Photo, State, dataset_window
+from harvester.workers import Workers
 from tests.conftest import REST_URL
 
 ONE_CLASS = [{"name": "cat", "count": 20}]
@@ -29,9 +30,9 @@ def searched(make_config, flickr):
 def stream_round(db, config: Config, host: download.HostWatch | None = None) -> int:
     """One round of download and resize over the windows (search has filled them)."""
     client = FlickrClient("k", "s", config.flickr, rest_url=REST_URL)
-    return stream.Stream(db, config, client, Silent(),
-                         host or download.HostWatch(config.download),
-                         download.make_session(config.download)).run()
+    with Workers(config) as pool:
+        return stream.Stream(db, config, client, Silent(),
+                             host or download.HostWatch(config.download), pool).run()
 
 
 def states(db) -> dict[str, int]:
@@ -80,13 +81,10 @@ def test_a_photo_that_cannot_be_fetched_is_failed_with_its_reason(searched, flic
     assert len(window_ids(db)) == 20 and flaky not in window_ids(db)
 
 
-def test_a_download_over_the_size_cap_is_rejected_without_keeping_it(
-    searched, flickr, monkeypatch
-):
+def test_a_download_over_the_size_cap_is_rejected_without_keeping_it(searched, flickr):
     db, config = searched
     huge = window_ids(db)[0]
-    monkeypatch.setattr(download, "MAX_SOURCE_BYTES", 10_000)
-    flickr.image_faults[huge] = (200, b"\xff\xd8" + b"\x00" * 20_000)
+    flickr.image_faults[huge] = (200, b"\xff\xd8" + b"\x00" * download.MAX_SOURCE_BYTES)
     stream_round(db, config)
     row = db.execute("SELECT state, reason, source_path FROM photos WHERE photo_id = ?",
                      [huge]).fetchone()

@@ -2,6 +2,7 @@
 
 import time
 
+from harvester import download, files, resize
 from harvester.pipeline import export_only, harvest, verify_only
 from tests.test_pipeline import CREDENTIALS
 
@@ -13,7 +14,7 @@ def test_downloads_start_while_search_is_still_paging(make_config, flickr):
     def slow_search(params):
         if params.get("method") == "flickr.photos.search":
             events.append("search")
-            time.sleep(0.05)  # a second or so on Flickr: downloads go on meanwhile
+            time.sleep(0.2)  # a second or so on Flickr: downloads go on meanwhile
 
     flickr.on_api_call = slow_search
     flickr.on_image_request = lambda photo_id: events.append("image")
@@ -69,3 +70,37 @@ def test_harvester_export_rebuilds_even_an_unchanged_dataset(make_config, flickr
     export_only(config)
     assert archive.stat().st_ino != first  # written anew (and renamed over the old one)
     assert verify_only(config).ok
+
+
+def test_a_photos_files_reach_the_disk_before_its_states_are_recorded(
+    make_config, flickr, monkeypatch
+):
+    """Workers write without an fsync each; the harvest syncs their filesystem per batch."""
+    config = make_config()
+    out = config.output_dir
+    durable: set[str] = set()
+    recorded_first: list[str] = []
+    sync, record_download, record_resize = (files.sync_filesystem, download.record,
+                                            resize.record)
+
+    def sync_and_note(path):
+        sync(path)
+        durable.update(str(file.relative_to(out)) for file in out.rglob("*.jpg"))
+
+    def note(record, path_of):
+        def recording(db, result, *args):
+            path = path_of(result)
+            if path is not None and path not in durable:
+                recorded_first.append(path)
+            return record(db, result, *args)
+        return recording
+
+    monkeypatch.setattr(files, "sync_filesystem", sync_and_note)
+    monkeypatch.setattr(download, "record", note(record_download,
+                                                 lambda result: getattr(result, "source_path",
+                                                                        None)))
+    monkeypatch.setattr(resize, "record", note(record_resize,
+                                               lambda result: getattr(result, "path", None)))
+    assert harvest(config, CREDENTIALS).in_dataset == {"cat": 20, "dog": 10}
+    assert recorded_first == []
+    assert len(durable) >= 60  # every photo's source and dataset image, synced

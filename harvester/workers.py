@@ -1,0 +1,231 @@
+"""The worker processes: each fetches photos and resizes them, on threads of its own.
+
+A photo's work is a fetch (waiting on the network, then Python parsing HTTP) and a
+decode, resize and encode (Pillow, which lets go of the GIL). One process per core,
+each with its share of `download.workers` threads, keeps every core busy with both,
+and no process's threads queue for another's GIL. A fetched photo is resized from
+the bytes in memory; its source file is written as well, for the `downloaded` state.
+
+Jobs go out on a queue, and each photo's results come back down a pipe, as data: the
+harvest's process records them (see `stream`). Workers never touch the database. (A pipe
+written under a lock, not a second queue: a queue's feeder thread would wake for every
+photo, and trade the worker's GIL back and forth with the threads doing the work.)
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+
+import requests
+
+from harvester import download, resize
+from harvester.config import Config, DownloadSpec, ImageSpec
+from harvester.download import Downloaded, DownloadFailed
+from harvester.resize import Rejected, Resized
+
+# How long a stopping worker may take to finish the photo in hand before it is ended.
+# Its files are written whole or not at all, so ending it loses nothing recorded.
+STOP_GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What a worker needs of a photo: small, as it is pickled to another process."""
+
+    photo_id: str
+    url: str | None  # None: the source was downloaded by an earlier run; resize it
+    attempt: int  # the download attempt this is, counting earlier runs'
+    source_path: str
+    path: str  # the dataset image to write
+
+
+@dataclass(frozen=True, slots=True)
+class Crashed:
+    """What escaped a worker's hands (a full disk): it stops the run."""
+
+    photo_id: str
+    error: Exception
+
+
+Result = Downloaded | DownloadFailed | Resized | Rejected | Crashed
+
+
+class WorkerFailed(Exception):
+    """A worker process died, or hit a bug: the run stops, and resume continues it."""
+
+
+class Workers:
+    """The worker processes, started with the first job and stopped by `stop` (or on exit)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.processes: list[BaseProcess] = []
+        self.threads = 0  # per process
+        # forkserver, not fork: workers inherit no open files (the run's lock) and no threads.
+        self.context = multiprocessing.get_context("forkserver")
+        # Imported once by the fork server, not by each worker it starts.
+        self.context.set_forkserver_preload(["harvester.workers"])
+        self.jobs: multiprocessing.Queue[Job | None] | None = None
+        self.results: Connection | None = None  # the reading end of the workers' pipe
+        self.results_in: Connection | None = None  # its writing end, shared by the workers
+        self.stopping = self.context.Event()
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def submit(self, job: Job) -> None:
+        if not self.processes:
+            self._start()
+        assert self.jobs is not None
+        self.jobs.put(job)
+
+    def collect(self, most: int, wait: float) -> list[Result]:
+        """Up to `most` results that are in, waiting up to `wait` seconds for the first."""
+        if self.results is None:
+            return []
+        batch: list[Result] = []
+        deadline = time.monotonic() + wait
+        while len(batch) < most and self.results.poll(max(0.0, deadline - time.monotonic())):
+            batch += self.results.recv()
+        if not batch and wait:
+            self._check_alive()
+        return batch
+
+    def stop(self) -> list[Result]:
+        """End the workers once they finish the photo in hand; returns what they finished."""
+        if not self.processes:
+            return []
+        assert self.jobs is not None and self.results is not None and self.results_in
+        self.stopping.set()
+        for _ in range(len(self.processes) * self.threads):
+            self.jobs.put(None)
+        finished: list[Result] = []
+        # A worker that died may have held the job queue's lock, which the others then
+        # wait for in vain: they are ended at once.
+        died = any(process.exitcode is not None for process in self.processes)
+        deadline = time.monotonic() + (0 if died else STOP_GRACE_SECONDS)
+        # Results are taken while waiting: a worker cannot end with results unsent.
+        while any(process.is_alive() for process in self.processes):
+            if time.monotonic() > deadline:
+                for process in self.processes:
+                    process.terminate()
+                break
+            finished += self.collect(most=1024, wait=0.05)
+        for process in self.processes:
+            process.join()
+        finished += self.collect(most=1 << 30, wait=0)
+        # Jobs a worker never took (it was ended) stay unsent: their photos wait for resume.
+        self.jobs.cancel_join_thread()
+        self.jobs.close()
+        self.results.close()
+        self.results_in.close()
+        self.processes, self.jobs, self.results, self.results_in = [], None, None, None
+        return finished
+
+    def _start(self) -> None:
+        processes = self.config.resize.workers or os.cpu_count() or 1
+        self.threads = math.ceil(self.config.download.workers / processes)
+        self.stopping = self.context.Event()
+        self.jobs = self.context.Queue()
+        self.results, self.results_in = self.context.Pipe(duplex=False)
+        # Held here as long as the workers live: a lock's last reference gone in this
+        # process removes it before a starting worker can open it.
+        self.sending = self.context.Lock()
+        for number in range(processes):
+            process = self.context.Process(
+                target=serve, name=f"harvester-worker-{number}", daemon=True,
+                args=(self.jobs, self.results_in, self.sending, self.stopping,
+                      self.config.output_dir, self.config.download, self.config.image,
+                      self.threads, os.getpid()))
+            process.start()
+            self.processes.append(process)
+
+    def _check_alive(self) -> None:
+        dead = [process for process in self.processes if process.exitcode is not None]
+        if dead and not self.stopping.is_set():
+            raise WorkerFailed(
+                f"a worker process ended unexpectedly (exit code {dead[0].exitcode}); "
+                "the photos it held were not recorded and are fetched again on resume")
+
+
+# The worker's side: these run in the worker processes.
+
+def serve(jobs: multiprocessing.Queue[Job | None], results: Connection,
+          sending: threading.Lock, stopping: threading.Event, output_dir: Path,
+          download_spec: DownloadSpec, image_spec: ImageSpec, threads: int,
+          harvest_pid: int) -> None:
+    """A worker process's life: `threads` threads taking jobs until each takes a None."""
+    # Ctrl-C reaches the whole process group: the harvest decides when its workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _end_with(harvest_pid)
+    session = download.make_session(download_spec)
+
+    def send(outcome: tuple[Result, ...]) -> None:
+        with sending:  # whole messages: the workers share the pipe
+            results.send(outcome)
+
+    def work() -> None:
+        while (job := jobs.get()) is not None:
+            if stopping.is_set():
+                continue  # left as it is: resume takes it up
+            try:
+                send(_do(job, session, output_dir, download_spec, image_spec))
+            except Exception as error:  # sent to the harvest, which stops
+                send((Crashed(job.photo_id, _picklable(error)),))
+
+    workers = [threading.Thread(target=work, name=f"work-{n}") for n in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+
+
+def _do(job: Job, session: requests.Session, output_dir: Path,
+        download_spec: DownloadSpec, image_spec: ImageSpec) -> tuple[Result, ...]:
+    if job.url is None:
+        try:
+            source = (output_dir / job.source_path).read_bytes()
+        except FileNotFoundError:
+            return (Rejected(job.photo_id, "source_missing", f"{job.source_path} is gone"),)
+        return (resize.resize_source(output_dir, image_spec, job.photo_id, source, job.path),)
+    fetched, source = download.fetch_source(session, output_dir, download_spec, job.photo_id,
+                                            job.url, job.source_path, job.attempt)
+    if source is None:
+        return (fetched,)
+    return fetched, resize.resize_source(output_dir, image_spec, job.photo_id, source, job.path)
+
+
+def _picklable(error: Exception) -> Exception:
+    # An exception that cannot be pickled would be dropped on the way, and the photo with it.
+    if isinstance(error, OSError) and error.errno is not None:
+        return OSError(error.errno, error.strerror, error.filename)
+    return WorkerFailed(f"{type(error).__name__}: {error}")
+
+
+def _end_with(harvest_pid: int) -> None:
+    """The worker ends itself once the harvest that started it is gone.
+
+    A run killed with SIGKILL cannot stop its workers, and they would wait forever.
+    """
+
+    def watch() -> None:
+        while True:
+            time.sleep(1)
+            try:
+                os.kill(harvest_pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="watch-harvest", daemon=True).start()
