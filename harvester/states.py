@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # resize workers run without sqlite_utils (and what it imports)
+if TYPE_CHECKING:  # worker processes run without sqlite_utils (and what it imports)
     from sqlite_utils import Database
 
 

@@ -104,7 +104,7 @@ def snapshot(out: Path) -> dict[str, int]:
 
 
 def descendants(pid: int) -> set[int]:
-    """Every living process below `pid` (resize workers sit below a forkserver)."""
+    """Every living process below `pid` (the worker processes sit below a forkserver)."""
     parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -167,7 +167,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_dataset(
     assert served.total() <= photos + len(landed) * WORKERS * 4
     with sqlite3.connect(out / "harvest.db") as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    # A killed run's resize workers end by themselves; none is left behind.
+    # A killed run's worker processes end by themselves; none is left behind.
     deadline = time.monotonic() + 10
     while any(map(alive, orphans)) and time.monotonic() < deadline:
         time.sleep(0.2)
