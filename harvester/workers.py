@@ -77,6 +77,9 @@ class Workers:
         self.jobs: multiprocessing.Queue[Job | None] | None = None
         self.results: Connection | None = None  # the reading end of the workers' pipe
         self.results_in: Connection | None = None  # its writing end, shared by the workers
+        # Made once and held here as long as the workers live: a lock's last reference gone
+        # in this process removes it before a starting worker can open it.
+        self.sending = self.context.Lock()  # whole messages down the shared pipe
         self.stopping = self.context.Event()
 
     def __enter__(self) -> Workers:
@@ -137,12 +140,9 @@ class Workers:
     def _start(self) -> None:
         processes = self.config.resize.workers or os.cpu_count() or 1
         self.threads = math.ceil(self.config.download.workers / processes)
-        self.stopping = self.context.Event()
+        self.stopping.clear()
         self.jobs = self.context.Queue()
         self.results, self.results_in = self.context.Pipe(duplex=False)
-        # Held here as long as the workers live: a lock's last reference gone in this
-        # process removes it before a starting worker can open it.
-        self.sending = self.context.Lock()
         for number in range(processes):
             process = self.context.Process(
                 target=serve, name=f"harvester-worker-{number}", daemon=True,
