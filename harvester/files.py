@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import os
 import threading
@@ -22,7 +23,7 @@ def replacing(path: Path, durable: bool = True) -> Iterator[BinaryIO]:
     With `durable=False` there is no fsync: the caller makes the file durable later (see
     `sync_filesystem`) and records nothing of it before then.
     """
-    partial = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.part")
+    partial = _partial_name(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
     try:
         # 0o666 less the umask: the permissions any new file gets.
@@ -45,6 +46,36 @@ def replacing(path: Path, durable: bool = True) -> Iterator[BinaryIO]:
 def write_atomically(path: Path, data: bytes, durable: bool = True) -> None:
     with replacing(path, durable) as handle:
         handle.write(data)
+
+
+# A file system without hard links (FAT, some network drives) answers a link with one of these.
+_NO_LINKS = {errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
+def link_atomically(existing: Path, path: Path, data: bytes) -> None:
+    """Make `path` a second name of the file `existing`, whose bytes are `data`: a hard link,
+    no second copy on disk. Where hard links are refused, `data` is written instead.
+
+    Not durable by itself, like `write_atomically(durable=False)`: see `sync_filesystem`.
+    """
+    try:
+        try:
+            os.link(existing, path)  # one step: the name appears whole or not at all
+        except FileNotFoundError:  # the folder's first file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.link(existing, path)
+    except FileExistsError:  # left by a run that died before recording it: replaced whole
+        partial = _partial_name(path)
+        os.link(existing, partial)
+        os.replace(partial, path)
+    except OSError as error:
+        if error.errno not in _NO_LINKS:
+            raise
+        write_atomically(path, data, durable=False)
+
+
+def _partial_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.part")
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

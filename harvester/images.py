@@ -8,6 +8,7 @@ import math
 import threading
 import warnings
 from dataclasses import dataclass
+from functools import cache
 
 import imagehash
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -20,6 +21,7 @@ class Normalised:
     height: int
     pixels_sha256: str  # of the normalised pixels: the same picture under any bytes
     phash: str  # 64-bit perceptual hash, 16 hex digits: near-identical pictures are close
+    kept: bool = False  # `jpeg` is the source's own bytes, which needed no change (see _keepable)
 
 
 # warnings.catch_warnings swaps the process's filters: threads normalising at once would
@@ -47,21 +49,28 @@ def normalise(data: bytes, longest_side: int, quality: int) -> Normalised | Unus
             width, height = image.size
             if max(width, height) < longest_side:
                 return Unusable("too_small", f"{width}x{height} is below {longest_side}px")
-            scale = longest_side / max(width, height)
-            # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale straight from the DCT
-            # coefficients, never below the requested size: most of the speed of resizing.
-            image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
-            ImageOps.exif_transpose(image, in_place=True)  # upright, without a copy
-            rgb = _to_rgb(image)
-            target = fitted_size(rgb.width, rgb.height, longest_side)
-            # After draft mode the last step is a factor between 1/2 and 1: an antialiased
-            # bilinear filter (torchvision's default) costs half of Lanczos there, and
-            # looks the same at 240 px.
-            resized = rgb.resize(target, Image.Resampling.BILINEAR, reducing_gap=3.0)
-            out = io.BytesIO()
-            # No exif= or icc_profile=: the output carries no metadata. (optimize=True
-            # would save a few percent of bytes for twice the encoding time.)
-            resized.save(out, "JPEG", quality=quality)
+            kept = _keepable(image, longest_side, quality)
+            if kept:
+                # Already what the dataset wants: re-encoding would only lose detail.
+                resized, jpeg, target = image, data, (width, height)
+            else:
+                scale = longest_side / max(width, height)
+                # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale straight from the DCT
+                # coefficients, never below the requested size: most of the speed of resizing.
+                image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+                ImageOps.exif_transpose(image, in_place=True)  # upright, without a copy
+                rgb = _to_rgb(image)
+                target = fitted_size(rgb.width, rgb.height, longest_side)
+                # After draft mode the last step is a factor between 1/2 and 1: an
+                # antialiased bilinear filter (torchvision's default) costs half of Lanczos
+                # there, and looks the same at 240 px.
+                resized = rgb.resize(target, Image.Resampling.BILINEAR, reducing_gap=3.0)
+                out = io.BytesIO()
+                # No exif= or icc_profile=, and an empty comment (Pillow copies the
+                # source's): the output carries no metadata. (optimize=True would save a
+                # few percent of bytes for twice the encoding time.)
+                resized.save(out, "JPEG", quality=quality, comment=b"")
+                jpeg = out.getvalue()
             pixels = hashlib.sha256(
                 f"{resized.width}x{resized.height}:".encode() + resized.tobytes()).hexdigest()
             # pHash looks at 32x32 pixels: the picture is shrunk most of the way there
@@ -72,7 +81,35 @@ def normalise(data: bytes, longest_side: int, quality: int) -> Normalised | Unus
         return Unusable("too_large", str(error))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
         return Unusable("corrupt", f"{type(error).__name__}: {error}")
-    return Normalised(out.getvalue(), *target, pixels_sha256=pixels, phash=phash)
+    return Normalised(jpeg, *target, pixels_sha256=pixels, phash=phash, kept=kept)
+
+
+def _keepable(image: Image.Image, longest_side: int, quality: int) -> bool:
+    """A JPEG source that is already a dataset image: RGB at exactly the size, upright, with
+    no metadata, and compressed no finer than `quality` (so it is no bigger than ours).
+
+    Flickr's renditions are often exactly this (its 240 px one at the default size).
+    """
+    if image.format != "JPEG" or image.mode != "RGB" or max(image.size) != longest_side:
+        return False
+    # Nothing but the JFIF header: no EXIF (so no orientation to apply), colour profile,
+    # XMP, comment or thumbnail, all of which Pillow lists among the segments it read.
+    if any(marker != "APP0" or not payload.startswith(b"JFIF\0")
+           for marker, payload in image.applist):  # type: ignore[attr-defined]
+        return False
+    tables = image.quantization  # type: ignore[attr-defined]
+    reference = _quantization_at(quality)
+    return bool(tables) and all(
+        sum(tables.get(index, tables[0])) >= sum(steps) for index, steps in reference.items())
+
+
+@cache
+def _quantization_at(quality: int) -> dict[int, list[int]]:
+    """The quantization tables Pillow writes at `quality`: its steps, coarser for less."""
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(out, "JPEG", quality=quality)
+    with Image.open(out) as written:
+        return {index: list(steps) for index, steps in written.quantization.items()}
 
 
 def fitted_size(width: int, height: int, longest_side: int) -> tuple[int, int]:

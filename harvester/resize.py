@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harvester.config import ImageSpec
-from harvester.files import write_atomically
+from harvester.files import link_atomically, write_atomically
 from harvester.images import Normalised, normalise
 from harvester.states import Photo, State, move
 
@@ -58,13 +58,17 @@ def record(db: Database, result: Resized | Rejected) -> bool:
 
 
 def resize_source(output_dir: Path, spec: ImageSpec, photo_id: str, source: bytes,
-                  path: str) -> Resized | Rejected:
-    """Normalise a photo's source bytes and write its dataset image `path` atomically."""
+                  source_path: str, path: str) -> Resized | Rejected:
+    """Normalise a photo's source bytes (from `source_path`) and write its dataset image
+    `path` atomically."""
     result = normalise(source, spec.longest_side, spec.jpeg_quality)
     if not isinstance(result, Normalised):
         return Rejected(photo_id, result.reason, result.detail)
     # Made durable by the harvest, with the batch it is recorded in (files.sync_filesystem).
-    write_atomically(output_dir / path, result.jpeg, durable=False)
+    if result.kept:  # the source is the dataset image: one file under both names
+        link_atomically(output_dir / source_path, output_dir / path, result.jpeg)
+    else:
+        write_atomically(output_dir / path, result.jpeg, durable=False)
     return Resized(photo_id, path, result.width, result.height,
                    hashlib.sha256(result.jpeg).hexdigest(), len(result.jpeg),
                    result.pixels_sha256, result.phash)

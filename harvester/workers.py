@@ -199,12 +199,14 @@ def _do(job: Job, session: requests.Session, output_dir: Path,
             source = (output_dir / job.source_path).read_bytes()
         except FileNotFoundError:
             return (Rejected(job.photo_id, "source_missing", f"{job.source_path} is gone"),)
-        return (resize.resize_source(output_dir, image_spec, job.photo_id, source, job.path),)
+        return (resize.resize_source(output_dir, image_spec, job.photo_id, source,
+                                     job.source_path, job.path),)
     fetched, source = download.fetch_source(session, output_dir, download_spec, job.photo_id,
                                             job.url, job.source_path, job.attempt)
     if source is None:
         return (fetched,)
-    return fetched, resize.resize_source(output_dir, image_spec, job.photo_id, source, job.path)
+    return fetched, resize.resize_source(output_dir, image_spec, job.photo_id, source,
+                                         job.source_path, job.path)
 
 
 def _picklable(error: Exception) -> Exception:

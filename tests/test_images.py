@@ -91,6 +91,39 @@ def test_sixteen_bit_grayscale_keeps_its_tones():
     assert left < 15 and 100 < middle < 155 and right > 240  # a ramp, not a white sheet
 
 
+def test_a_source_that_already_is_a_dataset_image_is_kept_byte_for_byte():
+    source = jpeg(240, 180, quality=85)  # Flickr's 240 px rendition, say
+    result = normalise(source, 240, 90)
+    assert decoded(result).size == (240, 180)
+    assert result.kept and result.jpeg == source  # no second generation of JPEG loss
+    # Its hashes are of its own pixels: the same as those pixels' under any other bytes.
+    with Image.open(io.BytesIO(source)) as image:
+        lossless = normalise(encoded(image.convert("RGB"), "PNG"), 240, 90)
+    assert (result.pixels_sha256, result.phash) == (lossless.pixels_sha256, lossless.phash)
+
+
+def _exif_sideways() -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return exif
+
+
+@pytest.mark.parametrize(("source", "why"), [
+    (jpeg(241, 180, quality=85), "not the size"),
+    (jpeg(240, 180, quality=95), "finer than asked for: bigger files than ours"),
+    (jpeg(240, 180, quality=85, exif=_exif_sideways()), "metadata, and lying on its side"),
+    (jpeg(240, 180, quality=85, icc_profile=b"\0" * 128), "a colour profile"),
+    (jpeg(240, 180, quality=85, comment=b"scanned by me"), "a comment"),
+    (encoded(halves(240, 180), "PNG"), "not a JPEG"),
+    (encoded(halves(240, 180, mode="L"), "JPEG", quality=85), "not RGB"),
+])
+def test_a_source_needing_any_change_is_encoded_anew(source, why):
+    result = normalise(source, 240, 90)
+    image = decoded(result)
+    assert not result.kept and result.jpeg != source, why
+    assert not image.getexif() and "icc_profile" not in image.info and "comment" not in image.info
+
+
 def test_the_same_picture_under_other_bytes_has_the_same_pixel_hash():
     picture = halves(800, 600)
     plain = normalise(encoded(picture, "PNG"), 240, 90)

@@ -1,5 +1,6 @@
 """Each stage alone, on a temporary database, with Flickr mocked."""
 
+import os
 import random
 
 import pytest
@@ -120,6 +121,18 @@ def test_resize_writes_dataset_images_and_rejects_what_pillow_cannot_read(search
             assert image.size == (row["width"], row["height"])
     # The rejected photo's place went to the next found photo, in the same round.
     assert {p.state for p in dataset_window(db, "cat", 20)} == {State.RESIZED}
+
+
+def test_a_source_already_at_the_dataset_size_is_kept_as_the_dataset_image(searched, flickr):
+    db, config = searched  # the stand-in serves Flickr's 240 px rendition, as Flickr does
+    stream_round(db, config)
+    rows = list(db.query("SELECT * FROM photos WHERE state = 'resized'"))
+    assert len(rows) == 20
+    for row in rows:
+        source, image = config.output_dir / row["source_path"], config.output_dir / row["path"]
+        assert source.read_bytes() == image.read_bytes()  # not encoded a second time
+        assert os.path.samefile(source, image)  # nor stored twice
+        assert row["file_sha256"] == row["sha256"]
 
 
 def test_assign_waits_until_the_class_dataset_is_final(searched):
