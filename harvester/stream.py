@@ -132,24 +132,28 @@ class Stream:
         for cursor in self.cursors:
             while cursor.room > 0 and not cursor.at_end and len(self.class_of) < IN_FLIGHT:
                 want = min(cursor.room, TAKE_AT_ONCE, IN_FLIGHT - len(self.class_of))
-                # Light rows: a window is mostly photos already done (all of it, when a
-                # finished harvest runs again); whole rows are read for those with work.
-                rows = self.db.execute(
-                    f"SELECT photo_id, state, found_order FROM photos WHERE class = ? "
-                    f"AND found_order > ? AND state IN ({LIVE}) ORDER BY found_order LIMIT ?",
-                    [cursor.spec.name, cursor.last_order, want]).fetchall()
+                # Only the columns a job needs: a window is mostly photos already done (all
+                # of it, when a finished harvest runs again).
+                rows = list(self.db.query(
+                    f"SELECT photo_id, class, state, found_order, search_tags, url, attempts, "
+                    f"source_path "
+                    f"FROM photos WHERE class = ? AND found_order > ? AND state IN ({LIVE}) "
+                    f"ORDER BY found_order LIMIT ?",
+                    [cursor.spec.name, cursor.last_order, want]))
                 cursor.at_end = len(rows) < want
-                for photo_id, state, found_order in rows:
-                    cursor.last_order = found_order
+                jobs = []
+                for row in rows:
+                    cursor.last_order = row["found_order"]
                     cursor.taken += 1
-                    if state in (State.FOUND, State.DOWNLOADED):
-                        self.workers.submit(self._job(photo_id))
-                        self.class_of[photo_id] = cursor
-                        self.moved += 1
+                    if row["state"] in (State.FOUND, State.DOWNLOADED):
+                        jobs.append(self._job(Photo.from_row(row)))
+                        self.class_of[row["photo_id"]] = cursor
+                self.workers.submit(jobs)
+                self.moved += len(jobs)
 
-    def _job(self, photo_id: str) -> Job:
-        photo = Photo.from_row(next(self.db.query(
-            "SELECT * FROM photos WHERE photo_id = ?", [photo_id])))
+    @staticmethod
+    def _job(photo: Photo) -> Job:
+        photo_id = photo.photo_id
         if photo.state == State.DOWNLOADED:  # fetched by an earlier run: resized only
             return Job(photo_id, None, photo.attempts, str(photo.source_path),
                        resize.dataset_path(photo))

@@ -35,6 +35,8 @@ from harvester.resize import Rejected, Resized
 # How long a stopping worker may take to finish the photo in hand before it is ended.
 # Its files are written whole or not at all, so ending it loses nothing recorded.
 STOP_GRACE_SECONDS = 5.0
+# Jobs sent to the workers in one message, at most.
+JOBS_PER_MESSAGE = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +76,7 @@ class Workers:
         self.context = multiprocessing.get_context("forkserver")
         # Imported once by the fork server, not by each worker it starts.
         self.context.set_forkserver_preload(["harvester.workers"])
-        self.jobs: multiprocessing.Queue[Job | None] | None = None
+        self.jobs: multiprocessing.Queue[list[Job] | None] | None = None
         self.results: Connection | None = None  # the reading end of the workers' pipe
         self.results_in: Connection | None = None  # its writing end, shared by the workers
         # Made once and held here as long as the workers live: a lock's last reference gone
@@ -88,11 +90,19 @@ class Workers:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def submit(self, job: Job) -> None:
+    def submit(self, jobs: list[Job]) -> None:
+        """Hand `jobs` to the workers, a few to a message: one message per photo costs the
+        harvest's process more than recording the photo."""
+        if not jobs:
+            return
         if not self.processes:
             self._start()
         assert self.jobs is not None
-        self.jobs.put(job)
+        # Few enough to a message that every thread gets some: the last photos of a round
+        # are spread over all of them, not queued behind one.
+        size = min(JOBS_PER_MESSAGE, math.ceil(len(jobs) / (len(self.processes) * self.threads)))
+        for start in range(0, len(jobs), size):
+            self.jobs.put(jobs[start:start + size])
 
     def collect(self, most: int, wait: float) -> list[Result]:
         """Up to `most` results that are in, waiting up to `wait` seconds for the first."""
@@ -162,7 +172,7 @@ class Workers:
 
 # The worker's side: these run in the worker processes.
 
-def serve(jobs: multiprocessing.Queue[Job | None], results: Connection,
+def serve(jobs: multiprocessing.Queue[list[Job] | None], results: Connection,
           sending: threading.Lock, stopping: threading.Event, output_dir: Path,
           download_spec: DownloadSpec, image_spec: ImageSpec, threads: int,
           harvest_pid: int) -> None:
@@ -177,13 +187,14 @@ def serve(jobs: multiprocessing.Queue[Job | None], results: Connection,
             results.send(outcome)
 
     def work() -> None:
-        while (job := jobs.get()) is not None:
-            if stopping.is_set():
-                continue  # left as it is: resume takes it up
-            try:
-                send(_do(job, session, output_dir, download_spec, image_spec))
-            except Exception as error:  # sent to the harvest, which stops
-                send((Crashed(job.photo_id, _picklable(error)),))
+        while (taken := jobs.get()) is not None:
+            for job in taken:
+                if stopping.is_set():
+                    break  # left as they are: resume takes them up
+                try:
+                    send(_do(job, session, output_dir, download_spec, image_spec))
+                except Exception as error:  # sent to the harvest, which stops
+                    send((Crashed(job.photo_id, _picklable(error)),))
 
     workers = [threading.Thread(target=work, name=f"work-{n}") for n in range(threads)]
     for thread in workers:
