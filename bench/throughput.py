@@ -10,7 +10,7 @@ aiohttp), then, `--runs` times and in turns:
 - img2dataset 1.47 (installed from PyPI into a virtual environment of its own, under
   ~/.cache/harvester-bench) over the image URLs that harvester downloaded, with the
   same resize (longest side 240, JPEG quality 90), `output_format files`, one process
-  per core x 32 threads.
+  per core x 32 threads, and shards small enough that every process works to the end.
 It prints, per tool and size, the median photos/s, CPU ms per photo and peak memory (all
 processes of the tool together), the ratio of the two tools' photos/s, and the sum of
 a photo's parts measured alone in this process: one requests fetch of its URL and one
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -135,12 +136,16 @@ def downloaded_urls(folder: Path) -> list[str]:
 def run_img2dataset(program: Path, folder: Path, urls: list[str]) -> Measured:
     url_list = folder / "urls.txt"
     url_list.write_text("".join(f"{url}\n" for url in urls))
+    processes = os.cpu_count() or 1
+    # img2dataset hands each process whole shards: four per process keep them all busy
+    # to the end (one shard of 10,000, its default, would leave all but one idle).
+    shard = math.ceil(len(urls) / (4 * processes))
     result, seconds, cpu, peak, _ = watch([
         str(program), "--url_list", str(url_list), "--input_format", "txt",
         "--output_format", "files", "--output_folder", str(folder / "out"),
         "--image_size", "240", "--resize_mode", "keep_ratio_largest", "--encode_quality", "90",
-        "--processes_count", str(os.cpu_count() or 1), "--thread_count", "32",
-        "--number_sample_per_shard", "10000", "--enable_wandb", "False",
+        "--processes_count", str(processes), "--thread_count", "32",
+        "--number_sample_per_shard", str(shard), "--enable_wandb", "False",
     ], cwd=folder)
     if result.returncode != 0:
         sys.exit(f"img2dataset failed ({result.returncode}):\n{result.stderr[-3000:]}")
