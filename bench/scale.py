@@ -128,8 +128,8 @@ def harvest_at_scale(photos: int) -> dict[str, object]:
     return {"photos_wanted": photos, "photos_in_dataset": kept, "seconds": round(seconds, 1),
             "photos_per_second": round(kept / seconds),
             "cpu_ms_per_photo": round(1000 * cpu / kept, 2),
-            "peak_mb_all_processes": round(peak / 2**20),
-            "peak_mb_main_process": round(peak_main / 2**20),
+            "peak_mb_pss_all_processes": round(peak / 2**20),
+            "peak_mb_pss_main_process": round(peak_main / 2**20),
             "rerun_seconds": round(rerun_seconds, 2)}
 
 

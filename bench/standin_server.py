@@ -36,19 +36,16 @@ def universe_for(photos_per_class: int, classes: int, source_size: int) -> Unive
 
 
 def image_paths(universe: Universe, image_base_url: str) -> list[str]:
-    """Every image path a search of the universe can hand out, at its one rendition."""
+    """Every image path a search of the universe can hand out, at its one rendition.
+
+    From the universe itself, not by paging a search: Flickr's (and the stand-in's) search
+    stops at 4,000 results, which harvester gets past with upload-date windows.
+    """
     extras = f"url_{universe.renditions[0]}"
-    paths = []
-    for tag in universe.photos_per_tag:
-        answer = universe.respond({"method": "flickr.photos.search", "tags": tag,
-                                   "per_page": "500", "extras": extras}, image_base_url)
-        pages = answer["photos"]["pages"]
-        for page in range(1, pages + 1):
-            answer = universe.respond({"method": "flickr.photos.search", "tags": tag,
-                                       "per_page": "500", "page": str(page), "extras": extras},
-                                      image_base_url)
-            paths += [urlparse(record[extras]).path for record in answer["photos"]["photo"]]
-    return sorted(set(paths))
+    photo_ids = {photo_id for tag in universe.photos_per_tag
+                 for photo_id in universe.photo_ids(tag)}
+    return sorted(urlparse(universe.record(photo_id, image_base_url, {extras})[extras]).path
+                  for photo_id in photo_ids)
 
 
 _WORLD: Universe | None = None

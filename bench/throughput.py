@@ -16,7 +16,8 @@ processes of the tool together), the ratio of the two tools' photos/s, and the s
 a photo's parts measured alone in this process: one requests fetch of its URL and one
 decode/resize/encode (harvester.images.normalise).
 
-CPU and memory are sampled every 50 ms over the tool's whole process tree with psutil.
+CPU and memory (PSS, see `watch`) are sampled every 50 ms over the tool's whole process tree
+with psutil.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class Measured:
     photos: int
     seconds: float
     cpu_seconds: float
-    peak_rss: int  # bytes, summed over the process tree at its fullest
+    peak_memory: int  # bytes of PSS, summed over the process tree at its fullest
 
     @property
     def per_second(self) -> float:
@@ -64,8 +65,14 @@ class Measured:
 
 def watch(command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
           ) -> tuple[subprocess.CompletedProcess[str], float, float, int, int]:
-    """Run `command`: its wall seconds, CPU seconds, and peak RSS summed over its process
-    tree and of its first process alone."""
+    """Run `command`: its wall seconds, CPU seconds, and peak memory summed over its process
+    tree and of its first process alone.
+
+    Memory is each process's PSS (proportional set size): a page shared by several
+    processes (a library, what workers inherit from the process that started them) is
+    split between them, so the sum is what the tree costs the machine. Summed RSS would
+    count such a page once per process.
+    """
     cpu: dict[int, float] = {}
     peak = peak_main = 0
     started = time.perf_counter()
@@ -83,7 +90,7 @@ def watch(command: list[str], env: dict[str, str] | None = None, cwd: Path | Non
                 with member.oneshot():
                     times = member.cpu_times()
                     cpu[member.pid] = times.user + times.system
-                    resident = member.memory_info().rss
+                    resident = _proportional_size(member)
                     rss += resident
                     if member.pid == process.pid:
                         peak_main = max(peak_main, resident)
@@ -95,6 +102,13 @@ def watch(command: list[str], env: dict[str, str] | None = None, cwd: Path | Non
     elapsed = time.perf_counter() - started
     result = subprocess.CompletedProcess(command, process.returncode, out, err)
     return result, elapsed, sum(cpu.values()), peak, peak_main
+
+
+def _proportional_size(process: psutil.Process) -> int:
+    try:
+        return process.memory_full_info().pss  # Linux
+    except (AttributeError, psutil.AccessDenied):
+        return process.memory_info().rss
 
 
 def img2dataset_venv() -> Path:
@@ -235,8 +249,8 @@ def main() -> None:
                 [m.cpu_ms_per_photo for m in theirs]), 2),  # type: ignore[union-attr]
             "parts ms (fetch + resize)": f"{found['fetch_ms']:.2f} + {found['resize_ms']:.2f}",
             "CPU vs parts": round(ours_cpu / parts_ms, 2),
-            "harvester peak MB": round(max(m.peak_rss for m in ours) / 2**20),  # type: ignore[union-attr]
-            "img2dataset peak MB": round(max(m.peak_rss for m in theirs) / 2**20),  # type: ignore[union-attr]
+            "harvester peak MB (PSS)": round(max(m.peak_memory for m in ours) / 2**20),  # type: ignore[union-attr]
+            "img2dataset peak MB (PSS)": round(max(m.peak_memory for m in theirs) / 2**20),  # type: ignore[union-attr]
         })
     headers = list(rows[0])
     print("| " + " | ".join(headers) + " |")

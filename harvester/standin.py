@@ -168,7 +168,7 @@ class Universe:
         extras = {extra.strip() for extra in params.get("extras", "").split(",")}
         return {"photos": {
             "page": page, "pages": pages, "perpage": per_page, "total": total + offset,
-            "photo": [self._record(photo_id, image_base_url, extras) for photo_id in window],
+            "photo": [self.record(photo_id, image_base_url, extras) for photo_id in window],
         }, "stat": "ok"}
 
     def image(self, path: str) -> bytes | None:
@@ -324,7 +324,7 @@ class Universe:
             return names.index(tag) * 256 // len(names)
         return hashlib.sha256(tag.encode()).digest()[0]
 
-    def _record(self, photo_id: str, image_base_url: str, extras: set[str]) -> dict[str, Any]:
+    def record(self, photo_id: str, image_base_url: str, extras: set[str]) -> dict[str, Any]:
         """A search result as Flickr shapes it, with the `extras` asked for and no others."""
         facts = self._facts(photo_id)
         tags = self._tags_of.get(photo_id, [""])
