@@ -67,6 +67,9 @@ def tar_writer(target: Path, compressed: bool) -> Iterator[tarfile.TarFile]:
 
 
 def add(tar: tarfile.TarFile, member: Member) -> None:
+    # A writing TarFile keeps every member's TarInfo (for getmembers()), which we never ask
+    # for: let each go once written, or an archive's memory grows with its member count.
+    tar.members.clear()
     if member.kind == "dir":
         tar.addfile(_info(member.name, tarfile.DIRTYPE))
     elif member.kind == "link":

@@ -166,14 +166,16 @@ def store_licenses(db: Database, licenses: list[dict[str, str | None]]) -> None:
     db["licenses"].insert_all(licenses, replace=True)
 
 
-def dataset_photos(db: Database) -> Iterator[dict[str, Any]]:
-    """The dataset's photos with what their exports need, by path: streamed, not loaded."""
+def dataset_photos(db: Database, by_split: bool = False) -> Iterator[dict[str, Any]]:
+    """The dataset's photos with what their exports need, by path (or by split, then path):
+    streamed, not loaded."""
+    order = "p.split, p.path" if by_split else "p.path"
     yield from db.query(
         "SELECT p.photo_id, p.class, p.split, p.path, p.file_sha256, p.file_bytes, p.url, "
         "p.title, p.owner, p.owner_name, p.license, l.name AS license_name, "
         "l.url AS license_url, p.page_url "
         "FROM photos p LEFT JOIN licenses l ON l.license_id = p.license "
-        "WHERE p.state = 'assigned' ORDER BY p.path"
+        f"WHERE p.state = 'assigned' ORDER BY {order}"
     )
 
 

@@ -57,19 +57,24 @@ def reject_placeholders(db: Database) -> int:
 def reject_repeats(db: Database, config: Config) -> int:
     if not db.execute("SELECT 1 FROM photos WHERE state = 'resized' LIMIT 1").fetchone():
         return 0  # nothing new to judge (a finished harvest's re-run reads no hashes)
-    rows = list(db.query(
+    # Columns, not rows: a pass over a 100,000-photo harvest holds these lists alone.
+    photo_ids: list[str] = []
+    pixels: list[str] = []
+    hashes: list[int] = []
+    candidates: set[int] = set()
+    for photo_id, state, pixels_sha256, phash in db.execute(
         "SELECT photo_id, state, pixels_sha256, phash FROM photos WHERE phash IS NOT NULL "
         "AND (state IN ('resized', 'assigned') "
         "     OR (state = 'rejected' AND reason IN ('duplicate', 'near_duplicate'))) "
         "ORDER BY found_order"
-    ))
-    verdicts = judge(
-        [row["photo_id"] for row in rows],
-        [row["pixels_sha256"] for row in rows],
-        [int(row["phash"], 16) for row in rows],
-        config.image.near_duplicate_distance,
-        candidates={index for index, row in enumerate(rows) if row["state"] == "resized"},
-    )
+    ):
+        if state == State.RESIZED:
+            candidates.add(len(photo_ids))
+        photo_ids.append(photo_id)
+        pixels.append(pixels_sha256)
+        hashes.append(int(phash, 16))
+    verdicts = judge(photo_ids, pixels, hashes, config.image.near_duplicate_distance,
+                     candidates=candidates)
     with db.atomic():
         for verdict in verdicts:
             log.info("photo %s rejected: %s of %s", verdict.photo_id, verdict.reason,

@@ -6,7 +6,7 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,16 +52,17 @@ def run(db: Database, config: Config, sink: ProgressSink | None = None,
         kept.append(_artifact(out, SUMMARY_FILE))
         queries.record_export(db, kept, fingerprint)
         return [out / row["path"] for row in kept]
-    credits = attribution_rows(db)
-    documents = {
-        SPLIT_FILE: _json(split_document(db)),
-        URLS_FILE: _json(urls_document(db, config)),
-        ATTRIBUTION_CSV: attribution_csv(credits).encode(),
-        ATTRIBUTION_MD: attribution_markdown(credits, config).encode(),
-        CARD_FILE: card_text(db, config, license_counts(db)).encode(),
+    # One document at a time, each written before the next is made: a 100,000-photo
+    # dataset's documents are tens of MB together.
+    documents: dict[str, Callable[[], bytes]] = {
+        SPLIT_FILE: lambda: _json(split_document(db)),
+        URLS_FILE: lambda: _json(urls_document(db, config)),
+        ATTRIBUTION_CSV: lambda: attribution_csv(attribution_rows(db)).encode(),
+        ATTRIBUTION_MD: lambda: attribution_markdown(attribution_rows(db), config).encode(),
+        CARD_FILE: lambda: card_text(db, config, license_counts(db)).encode(),
     }
-    for name, data in documents.items():
-        write_atomically(out / name, data)
+    for name, make in documents.items():
+        write_atomically(out / name, make())
     written = list(documents)
     if config.export.split_tree:
         written += layouts.write_split_tree(db, config, sink)
@@ -110,13 +111,13 @@ def remove_rejected_images(db: Database, config: Config) -> None:
         (config.output_dir / row["path"]).unlink(missing_ok=True)
 
 
-def attribution_rows(db: Database) -> list[dict[str, Any]]:
-    """What crediting each dataset photo takes, as its license asks: by path."""
-    return [{column: photo[column] for column in ATTRIBUTION_COLUMNS}
-            for photo in queries.dataset_photos(db)]
+def attribution_rows(db: Database) -> Iterator[dict[str, Any]]:
+    """What crediting each dataset photo takes, as its license asks: by path, streamed."""
+    for photo in queries.dataset_photos(db):
+        yield {column: photo[column] for column in ATTRIBUTION_COLUMNS}
 
 
-def attribution_csv(rows: list[dict[str, Any]]) -> str:
+def attribution_csv(rows: Iterable[dict[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, ATTRIBUTION_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -124,26 +125,25 @@ def attribution_csv(rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def attribution_markdown(rows: list[dict[str, Any]], config: Config) -> str:
+def attribution_markdown(rows: Iterable[dict[str, Any]], config: Config) -> str:
     lines = [
         "# Attribution",
         "",
         "The photos of this dataset are from Flickr. Each is credited here with its title,",
         "its photographer, its license, and a link to its page on Flickr.",
     ]
-    by_class: dict[str, list[dict[str, Any]]] = {}
+    # Classes in the config's order; each row is kept as its line, not as the row.
+    by_class: dict[str, list[str]] = {}
     for row in rows:
-        by_class.setdefault(row["path"].split("/", 1)[0], []).append(row)
+        title = _markdown_text(row["title"] or "Untitled")
+        owner = _markdown_text(row["owner_name"] or row["owner"] or "unknown")
+        license_name = row["license_name"] or f"license {row['license']}"
+        licensed = (f"[{_markdown_text(license_name)}]({row['license_url']})"
+                    if row["license_url"] else _markdown_text(license_name))
+        by_class.setdefault(row["path"].split("/", 1)[0], []).append(
+            f"- `{row['path']}`: [{title}]({row['page_url']}) by {owner}, {licensed}")
     for spec in config.classes:
-        lines += ["", f"## {spec.name}", ""]
-        for row in by_class.get(spec.name, []):
-            title = _markdown_text(row["title"] or "Untitled")
-            owner = _markdown_text(row["owner_name"] or row["owner"] or "unknown")
-            license_name = row["license_name"] or f"license {row['license']}"
-            licensed = (f"[{_markdown_text(license_name)}]({row['license_url']})"
-                        if row["license_url"] else _markdown_text(license_name))
-            lines.append(f"- `{row['path']}`: [{title}]({row['page_url']}) by {owner}, "
-                         f"{licensed}")
+        lines += ["", f"## {spec.name}", "", *by_class.get(spec.name, [])]
     return "\n".join(lines) + "\n"
 
 
@@ -253,10 +253,11 @@ def license_counts(db: Database) -> dict[str, int]:
 
 def write_archive(db: Database, config: Config, target: Path, sink: ProgressSink) -> None:
     """dataset.tgz: the image trees of the layout and the documents, byte-reproducible."""
-    members = list(archive_members(db, config))
-    sink.start("archive", total=len(members))
+    # Streamed, not listed: counted in a first pass (a member is a few hundred bytes, and
+    # a 100,000-photo dataset has twice that many of them).
+    sink.start("archive", total=sum(1 for _ in archive_members(db, config)))
     with archive.tar_writer(target, compressed=True) as tar:
-        for member in members:
+        for member in archive_members(db, config):
             archive.add(tar, member)
             sink.advance("archive")
     sink.finish("archive")

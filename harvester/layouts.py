@@ -91,7 +91,8 @@ def split_tree_members(
         yield Member(f"{SPLIT_TREE}/{split}/", "dir")
         for name in label_indices(config):
             yield Member(f"{SPLIT_TREE}/{split}/{name}/", "dir")
-    for photo in sorted(queries.dataset_photos(db), key=split_tree_path):
+    # In split_tree_path order, sorted by the database (not in memory).
+    for photo in queries.dataset_photos(db, by_split=True):
         name = split_tree_path(photo)
         if linked_to_class_tree:
             yield Member(name, "link", link_to=photo["path"])

@@ -180,17 +180,20 @@ def live_count(db: Database, class_name: str) -> int:
 
 
 def dataset_window(db: Database, class_name: str, count: int) -> list[Photo]:
-    """The photos meant to be a class's dataset: its first `count` live photos in search order.
+    """The photos meant to be a class's dataset: its first `count` live photos in search order
+    (their ids, states, order and owners).
 
     Failed and rejected photos drop out, so the window slides onto the next found
     photos: that is how a lost photo is replaced, and why the dataset is the same
     whatever order the work was done in.
     """
+    # The columns a window is judged and split by, not whole rows: a window can be a
+    # class's 50,000 photos.
     return [
         Photo.from_row(row)
         for row in db.query(
-            f"SELECT * FROM photos WHERE class = ? AND state IN ({LIVE}) "
-            "ORDER BY found_order LIMIT ?",
+            f"SELECT photo_id, class, state, found_order, search_tags, owner FROM photos "
+            f"WHERE class = ? AND state IN ({LIVE}) ORDER BY found_order LIMIT ?",
             [class_name, count],
         )
     ]

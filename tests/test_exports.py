@@ -164,6 +164,7 @@ def test_the_archive_holds_the_trees_of_the_layout(tmp_path, flickr):
     linked = [name for name, member in members.items() if name.startswith("splits/")
               and member.islnk()]
     assert len(linked) == len(photos)  # stored once, linked from the split tree
+    assert linked == sorted(linked) and len({name.split("/")[1] for name in linked}) == 2
     for name in linked:
         assert (extracted / name).read_bytes() == (out / members[name].linkname).read_bytes()
     assert {"README.md", "ATTRIBUTION.md", "splits/train/metadata.jsonl"} <= set(members)

@@ -95,7 +95,8 @@ def test_a_download_over_the_size_cap_is_rejected_without_keeping_it(searched, f
 
 def test_a_source_written_by_a_killed_run_is_not_fetched_again(searched, flickr):
     db, config = searched
-    photo = dataset_window(db, "cat", 1)[0]
+    photo = Photo.from_row(next(db.query("SELECT * FROM photos WHERE photo_id = ?",
+                                         [window_ids(db, 1)[0]])))
     source = config.output_dir / download.source_path_for(photo)
     source.parent.mkdir(parents=True)
     source.write_bytes(b"bytes from before the kill")
