@@ -179,10 +179,12 @@ class MockFlickr:
     def _image(self, path: str) -> ImageAnswer:
         match = IMAGE_PATH.match(path)
         photo_id = match["id"] if match else path
+        # The hook runs under the lock: requests answered at once (the workers' threads)
+        # each see their own count, so a hook waiting for the 8th request sees exactly one.
         with self._lock:
             self.image_requests[photo_id] += 1
-        if self.on_image_request:
-            self.on_image_request(photo_id)
+            if self.on_image_request:
+                self.on_image_request(photo_id)
         if photo_id in self.image_faults:
             status, body = self.image_faults[photo_id]
             return status, {"Content-Type": "image/jpeg"}, body
