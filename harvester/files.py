@@ -78,6 +78,23 @@ def _partial_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.part")
 
 
+def remove_partial_files(folder: Path) -> int:
+    """Delete the temporary files that writers killed mid-write (SIGKILL, an OOM kill, a
+    power cut) left in `folder`; returns how many. Only while nothing writes there."""
+    removed = 0
+    try:
+        entries = os.scandir(folder)
+    except FileNotFoundError:
+        return 0
+    with entries:
+        for entry in entries:
+            if (entry.name.startswith(".") and entry.name.endswith(".part")
+                    and entry.is_file(follow_symlinks=False)):
+                os.unlink(entry.path)
+                removed += 1
+    return removed
+
+
 _libc = ctypes.CDLL(None, use_errno=True)
 
 

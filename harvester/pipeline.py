@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
-from harvester import assign, dedupe, download, export, preview, stream, workers
+from harvester import assign, dedupe, download, export, files, preview, stream, workers
 from harvester import db as queries
 from harvester.config import Config, ConfigError
 from harvester.files import Locked, exclusive
@@ -97,6 +97,7 @@ def harvest_locked(
     db = queries.open_database(config.database_path)
     try:
         check_same_harvest(db, config)
+        remove_partial_files(config)
         run_id = queries.start_run(db, command, config.harvest_definition())
         try:
             client = FlickrClient(
@@ -120,6 +121,17 @@ def harvest_locked(
         return outcome
     finally:
         db.close()
+
+
+def remove_partial_files(config: Config) -> None:
+    """Temporary files a killed run's workers left behind, in the folders they write to.
+
+    Under the output folder's lock, before any worker starts: nothing else writes there.
+    """
+    for spec in config.classes:
+        for folder in (config.output_dir / spec.name,
+                       config.output_dir / download.SOURCES_DIR / spec.name):
+            files.remove_partial_files(folder)
 
 
 def complete_stages(

@@ -45,3 +45,15 @@ def test_a_failure_that_is_not_about_links_is_raised(tmp_path, monkeypatch):
     with pytest.raises(OSError) as raised:
         files.link_atomically(tmp_path / "source.jpg", tmp_path / "1.jpg", b"x")
     assert raised.value.errno == errno.ENOSPC
+
+
+def test_what_a_killed_writer_left_is_removed_and_nothing_else(tmp_path):
+    folder = tmp_path / "cat"
+    folder.mkdir()
+    for name in (".1.jpg.4242-139707455362752.part", ".2.jpg.4242-1.part"):
+        (folder / name).write_bytes(b"half a file")
+    for name in ("1.jpg", ".hidden", "notes.part"):  # a user's files stay
+        (folder / name).write_bytes(b"kept")
+    assert files.remove_partial_files(folder) == 2
+    assert sorted(path.name for path in folder.iterdir()) == [".hidden", "1.jpg", "notes.part"]
+    assert files.remove_partial_files(tmp_path / "no such folder") == 0
