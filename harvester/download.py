@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -66,16 +67,43 @@ class DownloadFailed:
     placeholder_sha256: str | None = None  # of the placeholder image Flickr redirected to
 
 
+class CutShort(Exception):
+    """A wait between a photo's retries ended because the harvest is stopping: the photo is
+    left as it is, for resume."""
+
+
 class _Retry(Retry):
-    """urllib3's Retry, but a server's Retry-After can hold a worker for RETRY_AFTER_MAX at most."""
+    """urllib3's Retry, but a server's Retry-After can hold a worker for RETRY_AFTER_MAX at
+    most, and a wait ends at once when `stopping` is set (by raising CutShort)."""
+
+    stopping: Any = None  # an Event, or None: waits that nothing cuts short
 
     def get_retry_after(self, response: Any) -> float | None:
         seconds = super().get_retry_after(response)
         return None if seconds is None else min(seconds, RETRY_AFTER_MAX)
 
+    def new(self, **kw: Any) -> _Retry:
+        retry = super().new(**kw)  # each retry is a new object: the event goes along
+        retry.stopping = self.stopping
+        return retry
 
-def make_session(spec: DownloadSpec) -> requests.Session:
-    """A pooled keep-alive session that retries connection trouble, 429 and 5xx with backoff."""
+    def sleep(self, response: Any = None) -> None:
+        seconds = (self.get_retry_after(response)
+                   if self.respect_retry_after_header and response else None)
+        if not seconds:
+            seconds = self.get_backoff_time()
+        if self.stopping is None:
+            time.sleep(seconds)
+        elif self.stopping.wait(seconds):
+            raise CutShort("the harvest is stopping")
+
+
+def make_session(spec: DownloadSpec, stopping: Any = None) -> requests.Session:
+    """A pooled keep-alive session that retries connection trouble, 429 and 5xx with backoff.
+
+    With `stopping` (an Event), setting it cuts a wait between retries short: the request
+    raises CutShort instead of trying again (a Ctrl-C is not held up by a backoff).
+    """
     retry = _Retry(
         total=spec.retries,
         backoff_factor=spec.retry_backoff,
@@ -84,6 +112,7 @@ def make_session(spec: DownloadSpec) -> requests.Session:
         raise_on_status=False,
         respect_retry_after_header=True,
     )
+    retry.stopping = stopping
     adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=spec.workers)
     session = requests.Session()
     session.headers["User-Agent"] = "harvester (image-classification dataset builder)"

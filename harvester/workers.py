@@ -180,7 +180,7 @@ def serve(jobs: multiprocessing.Queue[list[Job] | None], results: Connection,
     # Ctrl-C reaches the whole process group: the harvest decides when its workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _end_with(harvest_pid)
-    session = download.make_session(download_spec)
+    session = download.make_session(download_spec, stopping)
 
     def send(outcome: tuple[Result, ...]) -> None:
         with sending:  # whole messages: the workers share the pipe
@@ -193,6 +193,8 @@ def serve(jobs: multiprocessing.Queue[list[Job] | None], results: Connection,
                     break  # left as they are: resume takes them up
                 try:
                     send(_do(job, session, output_dir, download_spec, image_spec))
+                except download.CutShort:  # waiting to retry as the harvest stops
+                    break
                 except Exception as error:  # sent to the harvest, which stops
                     send((Crashed(job.photo_id, _picklable(error)),))
 

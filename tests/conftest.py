@@ -153,6 +153,7 @@ class MockFlickr:
         self._lock = threading.Lock()
         mock.add_callback(responses.POST, REST_URL, callback=self._api)
         self.image_base_url = image_host().serve(self._image)
+        mock.add_passthru(self.image_base_url)  # a real server: this process may ask it too
 
     def fail_api(self, times: int, code: int | None = 105, status: int = 200) -> None:
         body = {"stat": "fail", "code": code, "message": "Service currently unavailable"}

@@ -2,6 +2,8 @@
 
 import os
 import random
+import threading
+import time
 
 import pytest
 from PIL import Image
@@ -235,3 +237,26 @@ def test_retry_after_is_honoured_up_to_a_limit():
     retry = download.make_session(DownloadSpec()).get_adapter("http://x").max_retries
     assert retry.get_retry_after(HTTPResponse(headers={"Retry-After": "2"})) == 2
     assert retry.get_retry_after(HTTPResponse(headers={"Retry-After": "3600"})) == 30
+
+
+def test_a_stopping_harvest_cuts_a_wait_between_retries_short(flickr):
+    # A worker waiting out a backoff (a 503, a Retry-After) must not hold up a Ctrl-C.
+    stopping = threading.Event()
+    session = download.make_session(DownloadSpec(retries=3, retry_backoff=60), stopping)
+    flickr.image_faults["1"] = (503, b"down")
+    outcome = []
+
+    def fetch():
+        try:
+            session.get(f"{flickr.image_base_url}/1000/1_abc_m.jpg", timeout=10)
+        except download.CutShort:
+            outcome.append("cut short")
+
+    fetching = threading.Thread(target=fetch, daemon=True)
+    fetching.start()
+    deadline = time.monotonic() + 10
+    while flickr.image_requests["1"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)  # the try, and the first retry (urllib3 waits before the second)
+    stopping.set()
+    fetching.join(timeout=30)  # the backoff it was in: 60 s or more
+    assert outcome == ["cut short"] and flickr.image_requests["1"] == 2  # no third try
