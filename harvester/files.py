@@ -65,6 +65,8 @@ def link_atomically(existing: Path, path: Path, data: bytes) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             os.link(existing, path)
     except FileExistsError:  # left by a run that died before recording it: replaced whole
+        if path.samefile(existing):
+            return  # already that file (and a rename onto it would leave the partial name)
         partial = _partial_name(path)
         os.link(existing, partial)
         os.replace(partial, path)

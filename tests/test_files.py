@@ -24,6 +24,15 @@ def test_a_dataset_image_left_by_a_killed_run_is_replaced_whole(tmp_path):
     assert sorted(p.name for p in target.parent.iterdir()) == ["1.jpg"]  # no .part left
 
 
+def test_linking_a_file_to_a_name_it_already_has_leaves_nothing_behind(tmp_path):
+    source, target = tmp_path / "source.jpg", tmp_path / "cat" / "1.jpg"
+    source.write_bytes(b"jpeg bytes")
+    files.link_atomically(source, target, b"jpeg bytes")
+    files.link_atomically(source, target, b"jpeg bytes")  # a resumed run, after a kill
+    assert os.path.samefile(source, target)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["1.jpg"]
+
+
 @pytest.mark.parametrize("refusal", [errno.EPERM, errno.EXDEV, errno.EOPNOTSUPP])
 def test_where_hard_links_are_refused_the_bytes_are_written(tmp_path, monkeypatch, refusal):
     def refuse(*args, **kwargs):
