@@ -132,6 +132,18 @@ def start_run(db: Database, command: str, definition: dict[str, Any]) -> int:
     return int(cursor.lastrowid)
 
 
+def abandon_open_transaction(db: Database) -> None:
+    """Undo a transaction that an exception left open.
+
+    A Ctrl-C can land between a batch's BEGIN and its COMMIT, or inside the rollback that
+    follows: the batch is then still open, and whatever is written next would join it
+    and be lost with it. Its states were never committed; their files are on disk, and
+    resume picks them up.
+    """
+    if db.conn.in_transaction:
+        db.conn.rollback()
+
+
 def finish_run(db: Database, run_id: int, outcome: str) -> None:
     db.execute(
         "UPDATE runs SET finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), outcome = ? "

@@ -113,9 +113,11 @@ def harvest_locked(
             queries.finish_run(db, run_id, "shortfall" if outcome.shortfalls else "complete")
             export.run(db, config, sink, force=False)
         except KeyboardInterrupt:
+            queries.abandon_open_transaction(db)
             queries.finish_run(db, run_id, "interrupted")
             raise
         except BaseException:
+            queries.abandon_open_transaction(db)
             queries.finish_run(db, run_id, "stopped")
             raise
         return outcome

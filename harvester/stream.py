@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from sqlite_utils import Database
 
+from harvester import db as queries
 from harvester import download, files, resize, search
 from harvester.config import ClassSpec, Config
 from harvester.download import Downloaded, DownloadFailed, HostWatch
@@ -101,6 +102,7 @@ class Stream:
             # is recorded all the same. The reason the run stops is the one reported.
             finished = [result for result in self.workers.stop()
                         if not isinstance(result, Crashed)]
+            queries.abandon_open_transaction(self.db)
             self._record(finished, watch_host=False)
             raise
         for stage in ("download", "resize", *self.searches):

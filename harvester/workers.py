@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import queue
 import signal
 import threading
 import time
@@ -79,6 +80,11 @@ class Workers:
         self.jobs: multiprocessing.Queue[list[Job] | None] | None = None
         self.results: Connection | None = None  # the reading end of the workers' pipe
         self.results_in: Connection | None = None  # its writing end, shared by the workers
+        # Results read from the pipe by a thread of this process (see `_receive`).
+        self.inbox: queue.SimpleQueue[tuple[Result, ...]] = queue.SimpleQueue()
+        self.receiver: threading.Thread | None = None
+        self.workers_ended = threading.Event()  # for the receiver: nothing more will come
+        self.receive_error: BaseException | None = None
         # Made once and held here as long as the workers live: a lock's last reference gone
         # in this process removes it before a starting worker can open it.
         self.sending = self.context.Lock()  # whole messages down the shared pipe
@@ -106,12 +112,17 @@ class Workers:
 
     def collect(self, most: int, wait: float) -> list[Result]:
         """Up to `most` results that are in, waiting up to `wait` seconds for the first."""
-        if self.results is None:
-            return []
+        if self.receiver is None and self.inbox.empty():
+            return []  # no workers started: nothing to wait for
         batch: list[Result] = []
-        deadline = time.monotonic() + wait
-        while len(batch) < most and self.results.poll(max(0.0, deadline - time.monotonic())):
-            batch += self.results.recv()
+        try:
+            batch += self.inbox.get(timeout=wait) if wait > 0 else self.inbox.get_nowait()
+            while len(batch) < most:
+                batch += self.inbox.get_nowait()
+        except queue.Empty:
+            pass
+        if self.receive_error is not None:
+            raise WorkerFailed(f"the workers' results could not be read: {self.receive_error}")
         if not batch and wait:
             self._check_alive()
         return batch
@@ -138,6 +149,9 @@ class Workers:
             finished += self.collect(most=1024, wait=0.05)
         for process in self.processes:
             process.join()
+        self.workers_ended.set()
+        assert self.receiver is not None
+        self.receiver.join()  # once it has read what the workers sent last
         finished += self.collect(most=1 << 30, wait=0)
         # Jobs a worker never took (it was ended) stay unsent: their photos wait for resume.
         self.jobs.cancel_join_thread()
@@ -145,14 +159,19 @@ class Workers:
         self.results.close()
         self.results_in.close()
         self.processes, self.jobs, self.results, self.results_in = [], None, None, None
+        self.receiver = None
         return finished
 
     def _start(self) -> None:
         processes = self.config.resize.workers or os.cpu_count() or 1
         self.threads = math.ceil(self.config.download.workers / processes)
         self.stopping.clear()
+        self.workers_ended.clear()
         self.jobs = self.context.Queue()
         self.results, self.results_in = self.context.Pipe(duplex=False)
+        self.receiver = threading.Thread(target=self._receive, args=(self.results,),
+                                         name="results", daemon=True)
+        self.receiver.start()
         for number in range(processes):
             process = self.context.Process(
                 target=serve, name=f"harvester-worker-{number}", daemon=True,
@@ -161,6 +180,23 @@ class Workers:
                       self.threads, os.getpid()))
             process.start()
             self.processes.append(process)
+
+    def _receive(self, results: Connection) -> None:
+        """Move the workers' results from the pipe to `inbox`, until they have ended and
+        the pipe is empty.
+
+        In a thread of its own because Ctrl-C raises KeyboardInterrupt in the main thread,
+        wherever it is: between a message's length and its body, the rest of the message
+        would be read as the next one's length, and the run would wait for it forever.
+        """
+        try:
+            while True:
+                if results.poll(0.1):
+                    self.inbox.put(results.recv())
+                elif self.workers_ended.is_set():
+                    return
+        except BaseException as error:  # never expected: the harvest stops and says so
+            self.receive_error = error
 
     def _check_alive(self) -> None:
         dead = [process for process in self.processes if process.exitcode is not None]

@@ -1,6 +1,7 @@
 """Whole harvests against mocked Flickr: exact counts, artifacts, and resume after failures."""
 
 import _thread
+import contextlib
 import errno
 import io
 import json
@@ -8,11 +9,14 @@ import multiprocessing
 import os
 import signal
 import tarfile
+import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
 import responses
 from PIL import Image
+from sqlite_utils import Database
 
 from harvester import assign, export, resize
 from harvester.config import ConfigError, load_config
@@ -277,6 +281,66 @@ def test_a_worker_process_that_dies_stops_the_run_and_resume_finishes(make_confi
     with pytest.raises(WorkerFailed, match="worker process ended unexpectedly"):
         harvest(config, CREDENTIALS)
     flickr.on_image_request = None
+    assert harvest(config, CREDENTIALS, command="resume").in_dataset == {"cat": 20, "dog": 10}
+    assert verify_only(config).ok
+
+
+def test_a_ctrl_c_while_a_result_is_half_read_stops_without_hanging(
+    make_config, flickr, monkeypatch
+):
+    config = make_config()
+    original = Connection._recv
+    interrupted = []
+
+    def ctrl_c_mid_message(self, size, *args):
+        if size != 4 and not interrupted:  # a result's body, its length just read
+            interrupted.append(size)
+            _thread.interrupt_main()  # Ctrl-C, right then, before the body is read
+            time.sleep(0.05)
+        return original(self, size, *args)
+
+    def hung(*args):
+        raise TimeoutError("the run hung after Ctrl-C")
+
+    monkeypatch.setattr(Connection, "_recv", ctrl_c_mid_message)
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            harvest(config, CREDENTIALS)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert interrupted
+    monkeypatch.undo()
+    assert harvest(config, CREDENTIALS, command="resume").in_dataset == {"cat": 20, "dog": 10}
+    assert verify_only(config).ok
+
+
+@pytest.mark.parametrize("batch", [2, 5])
+def test_a_ctrl_c_just_after_a_batch_began_still_records_how_the_run_ended(
+    make_config, flickr, monkeypatch, batch
+):
+    config = make_config()
+    original = Database.atomic
+    batches = []
+
+    @contextlib.contextmanager
+    def ctrl_c_after_begin(self):
+        batches.append(1)
+        if len(batches) == batch:
+            self.conn.execute("BEGIN")
+            raise KeyboardInterrupt  # as a Ctrl-C landing before the batch's `try`
+        with original(self):
+            yield self
+
+    monkeypatch.setattr(Database, "atomic", ctrl_c_after_begin)
+    with pytest.raises(KeyboardInterrupt):
+        harvest(config, CREDENTIALS)
+    monkeypatch.undo()
+    db = open_database(config.database_path)
+    assert db.execute("SELECT outcome FROM runs").fetchall() == [("interrupted",)]
+    db.close()
     assert harvest(config, CREDENTIALS, command="resume").in_dataset == {"cat": 20, "dog": 10}
     assert verify_only(config).ok
 
