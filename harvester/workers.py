@@ -111,14 +111,16 @@ class Workers:
             self.jobs.put(jobs[start:start + size])
 
     def collect(self, most: int, wait: float) -> list[Result]:
-        """Up to `most` results that are in, waiting up to `wait` seconds for the first."""
+        """Up to `most` results, waiting up to `wait` seconds for them to come in."""
         if self.receiver is None and self.inbox.empty():
             return []  # no workers started: nothing to wait for
         batch: list[Result] = []
+        deadline = time.monotonic() + wait
         try:
-            batch += self.inbox.get(timeout=wait) if wait > 0 else self.inbox.get_nowait()
+            # Until `most` are in or the time is up: one batch, one sync and one transaction.
             while len(batch) < most:
-                batch += self.inbox.get_nowait()
+                left = deadline - time.monotonic()
+                batch += self.inbox.get(timeout=left) if left > 0 else self.inbox.get_nowait()
         except queue.Empty:
             pass
         if self.receive_error is not None:
@@ -192,7 +194,11 @@ class Workers:
         try:
             while True:
                 if results.poll(0.1):
-                    self.inbox.put(results.recv())
+                    # All that is in, in one go: the harvest's loop wakes once for it.
+                    arrived = list(results.recv())
+                    while results.poll():
+                        arrived += results.recv()
+                    self.inbox.put(tuple(arrived))
                 elif self.workers_ended.is_set():
                     return
         except BaseException as error:  # never expected: the harvest stops and says so
