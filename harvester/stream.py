@@ -138,8 +138,8 @@ class Stream:
                 # of it, when a finished harvest runs again).
                 rows = list(self.db.query(
                     f"SELECT photo_id, class, state, found_order, search_tags, url, attempts, "
-                    f"source_path "
-                    f"FROM photos WHERE class = ? AND found_order > ? AND state IN ({LIVE}) "
+                    f"source_path FROM photos "
+                    f"WHERE class = ? AND found_order > ? AND state IN ({LIVE}) "
                     f"ORDER BY found_order LIMIT ?",
                     [cursor.spec.name, cursor.last_order, want]))
                 cursor.at_end = len(rows) < want
