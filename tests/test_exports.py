@@ -1,9 +1,11 @@
 """Each export read by the program that consumes it: datasets, WebDataset, tar, a browser."""
 
+import gzip
 import hashlib
 import io
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -14,6 +16,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from harvester.archive import COMPRESSED_BLOCK, Member
+from harvester.archive import write as write_tar
 from harvester.config import load_config
 from harvester.db import open_database
 from harvester.pipeline import export_only, harvest, verify_only
@@ -148,7 +152,26 @@ def test_the_same_harvest_gives_the_same_archive_bytes(tmp_path, flickr):
     with tarfile.open(straight.output_dir / "dataset.tgz") as tar:
         members = tar.getmembers()
     assert all(m.mtime == 0 and m.uid == m.gid == 0 and not m.uname for m in members)
+    assert archive[3] == 0  # no flags: no file name in the gzip header
     assert archive[4:8] == b"\0\0\0\0"  # no time in the gzip header
+
+
+def test_an_archive_larger_than_a_compressed_block_reads_back_with_plain_gzip(tmp_path):
+    # Deflated a block at a time on a thread of its own: the blocks must join into one
+    # gzip stream that any gunzip reads, here the standard library's zlib, not ISA-L.
+    blocks = [random.Random(seed).randbytes(COMPRESSED_BLOCK // 2 + 1000)
+              for seed in range(5)]
+    members = [Member("images/", "dir")] + [
+        Member(f"images/{number}.bin", "file", data=data) for number, data in enumerate(blocks)]
+    target = tmp_path / "big.tgz"
+    write_tar(target, members, compressed=True)
+    assert target.stat().st_size > 2 * COMPRESSED_BLOCK
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(target.read_bytes()))) as tar:
+        assert tar.getnames() == [member.name.rstrip("/") for member in members]
+        assert [tar.extractfile(f"images/{number}.bin").read()
+                for number in range(len(blocks))] == blocks
+    write_tar(tmp_path / "again.tgz", members, compressed=True)
+    assert (tmp_path / "again.tgz").read_bytes() == target.read_bytes()
 
 
 def test_the_archive_holds_the_trees_of_the_layout(tmp_path, flickr):
