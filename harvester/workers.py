@@ -28,7 +28,7 @@ from pathlib import Path
 
 import requests
 
-from harvester import download, resize
+from harvester import download, forkserver, resize
 from harvester.config import Config, DownloadSpec, ImageSpec
 from harvester.download import Downloaded, DownloadFailed
 from harvester.resize import Rejected, Resized
@@ -73,10 +73,7 @@ class Workers:
         self.config = config
         self.processes: list[BaseProcess] = []
         self.threads = 0  # per process
-        # forkserver, not fork: workers inherit no open files (the run's lock) and no threads.
-        self.context = multiprocessing.get_context("forkserver")
-        # Imported once by the fork server, not by each worker it starts.
-        self.context.set_forkserver_preload(["harvester.workers"])
+        self.context = forkserver.context()
         self.jobs: multiprocessing.Queue[list[Job] | None] | None = None
         self.results: Connection | None = None  # the reading end of the workers' pipe
         self.results_in: Connection | None = None  # its writing end, shared by the workers

@@ -1,0 +1,56 @@
+"""The worker processes: what their fork server loads for them."""
+
+from __future__ import annotations
+
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from harvester import cli, forkserver, workers
+from harvester.__main__ import main as harvester_command
+from harvester.config import DownloadSpec, ImageSpec
+from harvester.resize import Resized
+from tests.images import jpeg
+
+
+def modules_a_first_photo_loads(output_dir: Path) -> list[str]:
+    """In a worker: resize one photo, and name the modules that loaded for it."""
+    before = set(sys.modules)
+    job = workers.Job("1", None, 1, ".sources/cat/1.jpg", "cat/1.jpg")
+    (result,) = workers._do(job, None, output_dir, DownloadSpec(), ImageSpec())  # type: ignore[arg-type]
+    assert isinstance(result, Resized), result
+    return sorted(set(sys.modules) - before)
+
+
+def test_the_fork_server_has_loaded_what_a_workers_first_photo_needs(tmp_path):
+    # Else each worker loads it at its first photo, at the start of every run (scipy,
+    # for imagehash's pHash, is a quarter of a second).
+    (tmp_path / ".sources" / "cat").mkdir(parents=True)
+    (tmp_path / ".sources" / "cat" / "1.jpg").write_bytes(jpeg(800, 600))
+    with ProcessPoolExecutor(1, mp_context=forkserver.context()) as pool:
+        loaded = pool.submit(modules_a_first_photo_loads, tmp_path).result()
+    assert loaded == []
+    assert (tmp_path / "cat" / "1.jpg").exists()
+
+
+@pytest.mark.parametrize(("arguments", "starts"), [
+    (["run"], True),
+    (["resume", "-c", "cats.yaml"], True),
+    (["demo", "-o", "demo"], True),
+    (["status", "-c", "run.yaml"], False),
+    (["export"], False),
+    (["run", "--help"], False),
+])
+def test_the_command_starts_the_fork_server_before_the_cli_only_to_harvest(
+        monkeypatch, arguments, starts):
+    started = []
+    monkeypatch.setattr(forkserver, "start", lambda: started.append("fork server"))
+    monkeypatch.setattr(cli, "main", lambda: started.append("cli"))
+    monkeypatch.setattr(sys, "argv", ["harvester", *arguments])
+    # The command hides pandas from sqlite-utils; put back after the test, for the tests'
+    # Hugging Face datasets, which need it.
+    monkeypatch.setitem(sys.modules, "pandas", sys.modules.get("pandas"))
+    harvester_command()
+    assert started == (["fork server", "cli"] if starts else ["cli"])
