@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import multiprocessing.connection
 import os
 import queue
 import signal
@@ -76,11 +77,9 @@ class Workers:
         self.context = forkserver.context()
         self.jobs: multiprocessing.Queue[list[Job] | None] | None = None
         self.results: Connection | None = None  # the reading end of the workers' pipe
-        self.results_in: Connection | None = None  # its writing end, shared by the workers
         # Results read from the pipe by a thread of this process (see `_receive`).
         self.inbox: queue.SimpleQueue[tuple[Result, ...]] = queue.SimpleQueue()
         self.receiver: threading.Thread | None = None
-        self.workers_ended = threading.Event()  # for the receiver: nothing more will come
         self.receive_error: BaseException | None = None
         # Made once and held here as long as the workers live: a lock's last reference gone
         # in this process removes it before a starting worker can open it.
@@ -130,34 +129,31 @@ class Workers:
         """End the workers once they finish the photo in hand; returns what they finished."""
         if not self.processes:
             return []
-        assert self.jobs is not None and self.results is not None and self.results_in
+        assert self.jobs is not None and self.results is not None
         self.stopping.set()
         for _ in range(len(self.processes) * self.threads):
             self.jobs.put(None)
-        finished: list[Result] = []
         # A worker that died may have held the job queue's lock, which the others then
         # wait for in vain: they are ended at once.
         died = any(process.exitcode is not None for process in self.processes)
         deadline = time.monotonic() + (0 if died else STOP_GRACE_SECONDS)
-        # Results are taken while waiting: a worker cannot end with results unsent.
-        while any(process.is_alive() for process in self.processes):
-            if time.monotonic() > deadline:
-                for process in self.processes:
-                    process.terminate()
-                break
-            finished += self.collect(most=1024, wait=0.05)
+        # The results thread takes their results meanwhile: none ends with results unsent.
+        running = [process.sentinel for process in self.processes]
+        while running and (left := deadline - time.monotonic()) > 0:
+            for ended in multiprocessing.connection.wait(running, timeout=left):
+                running.remove(ended)  # type: ignore[arg-type]
         for process in self.processes:
+            if process.is_alive():
+                process.terminate()
             process.join()
-        self.workers_ended.set()
         assert self.receiver is not None
         self.receiver.join()  # once it has read what the workers sent last
-        finished += self.collect(most=1 << 30, wait=0)
+        finished = self.collect(most=1 << 30, wait=0)
         # Jobs a worker never took (it was ended) stay unsent: their photos wait for resume.
         self.jobs.cancel_join_thread()
         self.jobs.close()
         self.results.close()
-        self.results_in.close()
-        self.processes, self.jobs, self.results, self.results_in = [], None, None, None
+        self.processes, self.jobs, self.results = [], None, None
         self.receiver = None
         return finished
 
@@ -165,24 +161,26 @@ class Workers:
         processes = self.config.resize.workers or os.cpu_count() or 1
         self.threads = math.ceil(self.config.download.workers / processes)
         self.stopping.clear()
-        self.workers_ended.clear()
         self.jobs = self.context.Queue()
-        self.results, self.results_in = self.context.Pipe(duplex=False)
+        self.results, results_in = self.context.Pipe(duplex=False)
         self.receiver = threading.Thread(target=self._receive, args=(self.results,),
                                          name="results", daemon=True)
         self.receiver.start()
         for number in range(processes):
             process = self.context.Process(
                 target=serve, name=f"harvester-worker-{number}", daemon=True,
-                args=(self.jobs, self.results_in, self.sending, self.stopping,
+                args=(self.jobs, results_in, self.sending, self.stopping,
                       self.config.output_dir, self.config.download, self.config.image,
                       self.threads, os.getpid()))
             process.start()
             self.processes.append(process)
+        # Only the workers hold the pipe's writing end now: once they have all ended, the
+        # results thread reads to the end of the pipe and stops.
+        results_in.close()
 
     def _receive(self, results: Connection) -> None:
-        """Move the workers' results from the pipe to `inbox`, until they have ended and
-        the pipe is empty.
+        """Move the workers' results from the pipe to `inbox`, until every worker has ended
+        and the pipe is read to its end.
 
         In a thread of its own because Ctrl-C raises KeyboardInterrupt in the main thread,
         wherever it is: between a message's length and its body, the rest of the message
@@ -190,14 +188,13 @@ class Workers:
         """
         try:
             while True:
-                if results.poll(0.1):
-                    # All that is in, in one go: the harvest's loop wakes once for it.
-                    arrived = list(results.recv())
-                    while results.poll():
-                        arrived += results.recv()
-                    self.inbox.put(tuple(arrived))
-                elif self.workers_ended.is_set():
-                    return
+                # All that is in, in one go: the harvest's loop wakes once for it.
+                arrived = list(results.recv())
+                while results.poll():
+                    arrived += results.recv()
+                self.inbox.put(tuple(arrived))
+        except EOFError:
+            return  # the workers have all ended, and all they sent is in
         except BaseException as error:  # never expected: the harvest stops and says so
             self.receive_error = error
 

@@ -54,3 +54,30 @@ def test_the_command_starts_the_fork_server_before_the_cli_only_to_harvest(
     monkeypatch.setitem(sys.modules, "pandas", sys.modules.get("pandas"))
     harvester_command()
     assert started == (["fork server", "cli"] if starts else ["cli"])
+
+
+def test_stopping_returns_every_result_and_ends_the_results_thread(make_config):
+    config = make_config(resize={"workers": 2})
+    pool = workers.Workers(config)
+    pool.submit([workers.Job(str(number), None, 1, f".sources/cat/{number}.jpg",
+                             f"cat/{number}.jpg") for number in range(40)])
+    finished = pool.collect(most=40, wait=30)
+    finished += pool.stop()
+    assert sorted(int(result.photo_id) for result in finished) == list(range(40))
+    assert {result.reason for result in finished} == {"source_missing"}
+    assert pool.receiver is None and pool.processes == []
+
+
+def test_the_results_thread_ends_by_itself_when_every_worker_is_gone(make_config):
+    # It reads until the end of the pipe, which comes once no worker holds it: a stop
+    # needs no timeout to notice.
+    pool = workers.Workers(make_config(resize={"workers": 2}))
+    pool.submit([workers.Job("1", None, 1, ".sources/cat/1.jpg", "cat/1.jpg")])
+    for process in pool.processes:
+        process.kill()
+    assert pool.receiver is not None
+    pool.receiver.join(timeout=30)
+    assert not pool.receiver.is_alive()
+    with pytest.raises(workers.WorkerFailed, match="ended unexpectedly"):
+        pool.collect(most=1, wait=0.1)
+    pool.stop()
