@@ -6,10 +6,12 @@ each with its share of `download.workers` threads, keeps every core busy with bo
 and no process's threads queue for another's GIL. A fetched photo is resized from
 the bytes in memory; its source file is written as well, for the `downloaded` state.
 
-Jobs go out on a queue, and each photo's results come back down a pipe, as data: the
-harvest's process records them (see `stream`). Workers never touch the database. (A pipe
-written under a lock, not a second queue: a queue's feeder thread would wake for every
-photo, and trade the worker's GIL back and forth with the threads doing the work.)
+Jobs go out on a queue, and each photo's results come back down its worker's own pipe,
+as data: the harvest's process records them (see `stream`). Workers never touch the
+database. (A pipe written under a lock, not a second queue: a queue's feeder thread would
+wake for every photo, and trade the worker's GIL back and forth with the threads doing the
+work. A pipe per worker, not one for all: a lock shared between processes is held by a
+thread waiting for its own process's GIL, while every thread of the others waits for it.)
 """
 
 from __future__ import annotations
@@ -76,14 +78,13 @@ class Workers:
         self.threads = 0  # per process
         self.context = forkserver.context()
         self.jobs: multiprocessing.Queue[list[Job] | None] | None = None
-        self.results: Connection | None = None  # the reading end of the workers' pipe
-        # Results read from the pipe by a thread of this process (see `_receive`).
+        self.results: list[Connection] = []  # the reading ends of the workers' pipes
+        # Results read from the pipes by a thread of this process (see `_receive`).
         self.inbox: queue.SimpleQueue[tuple[Result, ...]] = queue.SimpleQueue()
         self.receiver: threading.Thread | None = None
         self.receive_error: BaseException | None = None
-        # Made once and held here as long as the workers live: a lock's last reference gone
-        # in this process removes it before a starting worker can open it.
-        self.sending = self.context.Lock()  # whole messages down the shared pipe
+        # Made once and held here as long as the workers live: an event's last reference
+        # gone in this process removes it before a starting worker can open it.
         self.stopping = self.context.Event()
 
     def __enter__(self) -> Workers:
@@ -129,7 +130,7 @@ class Workers:
         """End the workers once they finish the photo in hand; returns what they finished."""
         if not self.processes:
             return []
-        assert self.jobs is not None and self.results is not None
+        assert self.jobs is not None
         self.stopping.set()
         for _ in range(len(self.processes) * self.threads):
             self.jobs.put(None)
@@ -152,8 +153,9 @@ class Workers:
         # Jobs a worker never took (it was ended) stay unsent: their photos wait for resume.
         self.jobs.cancel_join_thread()
         self.jobs.close()
-        self.results.close()
-        self.processes, self.jobs, self.results = [], None, None
+        for pipe in self.results:
+            pipe.close()
+        self.processes, self.jobs, self.results = [], None, []
         self.receiver = None
         return finished
 
@@ -162,39 +164,43 @@ class Workers:
         self.threads = math.ceil(self.config.download.workers / processes)
         self.stopping.clear()
         self.jobs = self.context.Queue()
-        self.results, results_in = self.context.Pipe(duplex=False)
-        self.receiver = threading.Thread(target=self._receive, args=(self.results,),
-                                         name="results", daemon=True)
-        self.receiver.start()
         for number in range(processes):
+            results, results_in = self.context.Pipe(duplex=False)
             process = self.context.Process(
                 target=serve, name=f"harvester-worker-{number}", daemon=True,
-                args=(self.jobs, results_in, self.sending, self.stopping,
-                      self.config.output_dir, self.config.download, self.config.image,
-                      self.threads, os.getpid()))
+                args=(self.jobs, results_in, self.stopping, self.config.output_dir,
+                      self.config.download, self.config.image, self.threads, os.getpid()))
             process.start()
+            # Only the worker holds its pipe's writing end now: once it has ended, the
+            # results thread reads to the end of the pipe.
+            results_in.close()
             self.processes.append(process)
-        # Only the workers hold the pipe's writing end now: once they have all ended, the
-        # results thread reads to the end of the pipe and stops.
-        results_in.close()
+            self.results.append(results)
+        self.receiver = threading.Thread(target=self._receive, args=(list(self.results),),
+                                         name="results", daemon=True)
+        self.receiver.start()
 
-    def _receive(self, results: Connection) -> None:
-        """Move the workers' results from the pipe to `inbox`, until every worker has ended
-        and the pipe is read to its end.
+    def _receive(self, pipes: list[Connection]) -> None:
+        """Move the workers' results from their pipes to `inbox`, until every worker has
+        ended and its pipe is read to its end.
 
         In a thread of its own because Ctrl-C raises KeyboardInterrupt in the main thread,
         wherever it is: between a message's length and its body, the rest of the message
         would be read as the next one's length, and the run would wait for it forever.
         """
         try:
-            while True:
+            while pipes:
                 # All that is in, in one go: the harvest's loop wakes once for it.
-                arrived = list(results.recv())
-                while results.poll():
-                    arrived += results.recv()
-                self.inbox.put(tuple(arrived))
-        except EOFError:
-            return  # the workers have all ended, and all they sent is in
+                arrived: list[Result] = []
+                for pipe in multiprocessing.connection.wait(pipes):
+                    try:
+                        arrived += pipe.recv()  # type: ignore[union-attr]
+                        while pipe.poll():  # type: ignore[union-attr]
+                            arrived += pipe.recv()  # type: ignore[union-attr]
+                    except EOFError:  # its worker has ended, and all it sent is in
+                        pipes.remove(pipe)  # type: ignore[arg-type]
+                if arrived:
+                    self.inbox.put(tuple(arrived))
         except BaseException as error:  # never expected: the harvest stops and says so
             self.receive_error = error
 
@@ -209,7 +215,7 @@ class Workers:
 # The worker's side: these run in the worker processes.
 
 def serve(jobs: multiprocessing.Queue[list[Job] | None], results: Connection,
-          sending: threading.Lock, stopping: threading.Event, output_dir: Path,
+          stopping: threading.Event, output_dir: Path,
           download_spec: DownloadSpec, image_spec: ImageSpec, threads: int,
           harvest_pid: int) -> None:
     """A worker process's life: `threads` threads taking jobs until each takes a None."""
@@ -217,9 +223,10 @@ def serve(jobs: multiprocessing.Queue[list[Job] | None], results: Connection,
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _end_with(harvest_pid)
     session = download.make_session(download_spec, stopping)
+    sending = threading.Lock()
 
     def send(outcome: tuple[Result, ...]) -> None:
-        with sending:  # whole messages: the workers share the pipe
+        with sending:  # whole messages: the threads share the pipe
             results.send(outcome)
 
     def work() -> None:
