@@ -31,8 +31,9 @@ from harvester.workers import Crashed, Job, Result, Workers
 # a slow search call (a second or so of Flickr) between batches; small enough that memory
 # does not notice.
 IN_FLIGHT = 1024
-# A batch is recorded when it holds this many results, or this long after its first.
-BATCH_RESULTS = 256
+# A batch is recorded when it holds this many photos' results, once every photo in flight
+# is back, or this long after it was begun.
+BATCH_PHOTOS = 256
 BATCH_SECONDS = 0.5
 # Rows read per query when a cursor takes more photos into a window.
 TAKE_AT_ONCE = 512
@@ -87,7 +88,7 @@ class Stream:
         self._start_progress()
         try:
             while True:
-                self._record(self.workers.collect(BATCH_RESULTS, wait=0))
+                self._record(self.workers.collect(BATCH_PHOTOS, wait=0))
                 self._dispatch()
                 searching = next((c for c in self.cursors if c.needs_search), None)
                 if searching is not None:
@@ -95,7 +96,10 @@ class Stream:
                     continue
                 if not self.class_of:
                     break
-                self._record(self.workers.collect(BATCH_RESULTS, wait=BATCH_SECONDS))
+                # No longer than it takes the photos in flight to come back: the last photos
+                # of a round are recorded as soon as they are in.
+                self._record(self.workers.collect(min(BATCH_PHOTOS, len(self.class_of)),
+                                                  wait=BATCH_SECONDS))
             self.host.end_of_round()
         except BaseException:
             # Stopping (Ctrl-C, a dead image host, a full disk): what the workers finished

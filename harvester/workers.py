@@ -63,6 +63,7 @@ class Crashed:
 
 
 Result = Downloaded | DownloadFailed | Resized | Rejected | Crashed
+Outcome = tuple[Result, ...]  # one photo's results, sent together
 
 
 class WorkerFailed(Exception):
@@ -79,8 +80,8 @@ class Workers:
         self.context = forkserver.context()
         self.jobs: multiprocessing.Queue[list[Job] | None] | None = None
         self.results: list[Connection] = []  # the reading ends of the workers' pipes
-        # Results read from the pipes by a thread of this process (see `_receive`).
-        self.inbox: queue.SimpleQueue[tuple[Result, ...]] = queue.SimpleQueue()
+        # Photos' outcomes read from the pipes by a thread of this process (see `_receive`).
+        self.inbox: queue.SimpleQueue[list[Outcome]] = queue.SimpleQueue()
         self.receiver: threading.Thread | None = None
         self.receive_error: BaseException | None = None
         # Made once and held here as long as the workers live: an event's last reference
@@ -108,23 +109,24 @@ class Workers:
             self.jobs.put(jobs[start:start + size])
 
     def collect(self, most: int, wait: float) -> list[Result]:
-        """Up to `most` results, waiting up to `wait` seconds for them to come in."""
+        """The results of up to `most` photos (a fetch and a resize each, or what went
+        wrong), waiting up to `wait` seconds for them to come in."""
         if self.receiver is None and self.inbox.empty():
             return []  # no workers started: nothing to wait for
-        batch: list[Result] = []
+        outcomes: list[Outcome] = []
         deadline = time.monotonic() + wait
         try:
             # Until `most` are in or the time is up: one batch, one sync and one transaction.
-            while len(batch) < most:
+            while len(outcomes) < most:
                 left = deadline - time.monotonic()
-                batch += self.inbox.get(timeout=left) if left > 0 else self.inbox.get_nowait()
+                outcomes += self.inbox.get(timeout=left) if left > 0 else self.inbox.get_nowait()
         except queue.Empty:
             pass
         if self.receive_error is not None:
             raise WorkerFailed(f"the workers' results could not be read: {self.receive_error}")
-        if not batch and wait:
+        if not outcomes and wait:
             self._check_alive()
-        return batch
+        return [result for outcome in outcomes for result in outcome]
 
     def stop(self) -> list[Result]:
         """End the workers once they finish the photo in hand; returns what they finished."""
@@ -191,16 +193,16 @@ class Workers:
         try:
             while pipes:
                 # All that is in, in one go: the harvest's loop wakes once for it.
-                arrived: list[Result] = []
+                arrived: list[Outcome] = []
                 for pipe in multiprocessing.connection.wait(pipes):
                     try:
-                        arrived += pipe.recv()  # type: ignore[union-attr]
+                        arrived.append(pipe.recv())  # type: ignore[union-attr]
                         while pipe.poll():  # type: ignore[union-attr]
-                            arrived += pipe.recv()  # type: ignore[union-attr]
+                            arrived.append(pipe.recv())  # type: ignore[union-attr]
                     except EOFError:  # its worker has ended, and all it sent is in
                         pipes.remove(pipe)  # type: ignore[arg-type]
                 if arrived:
-                    self.inbox.put(tuple(arrived))
+                    self.inbox.put(arrived)
         except BaseException as error:  # never expected: the harvest stops and says so
             self.receive_error = error
 
@@ -225,7 +227,7 @@ def serve(jobs: multiprocessing.Queue[list[Job] | None], results: Connection,
     session = download.make_session(download_spec, stopping)
     sending = threading.Lock()
 
-    def send(outcome: tuple[Result, ...]) -> None:
+    def send(outcome: Outcome) -> None:
         with sending:  # whole messages: the threads share the pipe
             results.send(outcome)
 
@@ -249,7 +251,7 @@ def serve(jobs: multiprocessing.Queue[list[Job] | None], results: Connection,
 
 
 def _do(job: Job, session: requests.Session, output_dir: Path,
-        download_spec: DownloadSpec, image_spec: ImageSpec) -> tuple[Result, ...]:
+        download_spec: DownloadSpec, image_spec: ImageSpec) -> Outcome:
     if job.url is None:
         try:
             source = (output_dir / job.source_path).read_bytes()

@@ -1,8 +1,9 @@
 """Throughput's shape: the stages overlap, and a finished harvest's re-run does nothing."""
 
+import signal
 import time
 
-from harvester import download, files, resize
+from harvester import download, files, resize, stream
 from harvester.pipeline import export_only, harvest, verify_only
 from tests.test_pipeline import CREDENTIALS
 
@@ -24,6 +25,29 @@ def test_downloads_start_while_search_is_still_paging(make_config, flickr):
     assert events.index("image") < last_search
     # Images were fetched between search pages, not after them all.
     assert events[:last_search].count("image") >= 10
+
+
+def test_a_rounds_last_photos_are_recorded_as_soon_as_they_are_back(
+    make_config, flickr, universe, monkeypatch
+):
+    # A batch waits for more photos only while more are in flight. With the wait made
+    # an hour, the harvest (several rounds: it replaces rejected and failed photos) still
+    # ends at once; waiting out the batch at a round's end would trip the watchdog.
+    monkeypatch.setattr(stream, "BATCH_SECONDS", 3600.0)
+    for photo_id in universe.photo_ids("cat")[::10]:
+        flickr.image_faults[photo_id] = (404, b"gone")
+
+    def hung(*args):
+        raise TimeoutError("the harvest waited out a batch with nothing more to come")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        outcome = harvest(make_config(), CREDENTIALS)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert outcome.in_dataset == {"cat": 20, "dog": 10}
 
 
 def export_files(out):
