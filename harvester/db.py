@@ -178,6 +178,10 @@ def store_licenses(db: Database, licenses: list[dict[str, str | None]]) -> None:
     db["licenses"].insert_all(licenses, replace=True)
 
 
+def dataset_size(db: Database) -> int:
+    return db.execute("SELECT count(*) FROM photos WHERE state = 'assigned'").fetchone()[0]
+
+
 def dataset_photos(db: Database, by_split: bool = False) -> Iterator[dict[str, Any]]:
     """The dataset's photos with what their exports need, by path (or by split, then path):
     streamed, not loaded."""

@@ -61,8 +61,7 @@ def write_split_tree(db: Database, config: Config, sink: ProgressSink) -> list[s
             for name in label_indices(config):
                 # Every class in both splits, so both number the classes alike.
                 (tree / split / name).mkdir(parents=True, exist_ok=True)
-        total = db.execute("SELECT count(*) FROM photos WHERE state = 'assigned'").fetchone()[0]
-        sink.start("split folders", total=total)
+        sink.start("split folders", total=queries.dataset_size(db))
         jsonl = {split: (tree / split / METADATA_JSONL).open("w", encoding="utf-8")
                  for split in SPLITS}
         try:
@@ -98,6 +97,11 @@ def split_tree_members(
             yield Member(name, "link", link_to=photo["path"])
         else:
             yield Member(name, "file", source=out / photo["path"], sha256=photo["file_sha256"])
+
+
+def split_tree_member_count(config: Config, photos: int) -> int:
+    """How many members `split_tree_members` gives for a dataset of `photos`."""
+    return 1 + len(SPLITS) * (1 + len(config.classes)) + photos
 
 
 def write_webdataset(

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from harvester import export
 from harvester.archive import COMPRESSED_BLOCK, Member
 from harvester.archive import write as write_tar
 from harvester.config import load_config
@@ -209,6 +210,39 @@ def test_the_archive_holds_the_trees_of_the_layout(tmp_path, flickr):
     export_only(classes_only)
     assert not (out / "splits").exists()  # nothing stale left to mistake for data
     assert verify_only(classes_only).ok
+
+
+class CountingSink:
+    """A progress sink that keeps each bar's total and how far it got."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, int] = {}
+        self.done: dict[str, int] = {}
+
+    def start(self, stage: str, total: int, done: int = 0) -> None:
+        self.totals[stage], self.done[stage] = total, done
+
+    def advance(self, stage: str, amount: int = 1) -> None:
+        self.done[stage] += amount
+
+    def finish(self, stage: str) -> None:
+        pass
+
+
+@pytest.mark.parametrize("layout", ["classes", "splits", "both"])
+def test_the_archive_bar_counts_every_member_whatever_the_layout(tmp_path, flickr, layout):
+    # Its total comes from counts in the database, not from listing the members first.
+    config = harvested(tmp_path, flickr, export={"layout": layout})
+    sink = CountingSink()
+    db = open_database(config.database_path)
+    try:
+        export.run(db, config, sink)
+    finally:
+        db.close()
+    with tarfile.open(config.output_dir / "dataset.tgz") as tar:
+        members = len(tar.getmembers())
+    assert sink.totals["archive"] == sink.done["archive"] == members
+    assert verify_only(config).ok
 
 
 def test_every_class_has_its_folder_in_both_splits_even_without_photos(tmp_path, flickr):
