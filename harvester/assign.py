@@ -14,7 +14,7 @@ from sqlite_utils import Database
 
 from harvester.config import Config, SplitSpec
 from harvester.db import class_exhausted
-from harvester.states import Photo, State, dataset_window, move
+from harvester.states import Photo, State, dataset_window, move_all
 
 
 def split_rank(seed: int, photo_id: str) -> str:
@@ -84,9 +84,11 @@ def run(db: Database, config: Config) -> int:
         if len(window) < spec.count and not class_exhausted(db, spec):
             continue
         plan = planned_splits(window, config.split)
+        by_split: dict[str, list[str]] = {}
+        for photo in window:
+            if photo.state == State.RESIZED:
+                by_split.setdefault(plan[photo.photo_id], []).append(photo.photo_id)
         with db.atomic():
-            for photo in window:
-                if photo.state == State.RESIZED:
-                    assigned += move(db, photo.photo_id, State.RESIZED, State.ASSIGNED,
-                                     split=plan[photo.photo_id])
+            for split, photo_ids in by_split.items():
+                assigned += move_all(db, photo_ids, State.RESIZED, State.ASSIGNED, split=split)
     return assigned

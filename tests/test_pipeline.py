@@ -156,16 +156,16 @@ def fail_resize_with_a_full_disk(flickr, monkeypatch):
 
 
 def fail_assign_midway(flickr, monkeypatch):
-    original = assign.move
+    original = assign.move_all
     moves = {"n": 0}
 
     def crash(*args, **kwargs):
         moves["n"] += 1
-        if moves["n"] == 25:
+        if moves["n"] == 3:  # the first class split (train, then test), the second not
             raise OSError(errno.EIO, "I/O error")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(assign, "move", crash)
+    monkeypatch.setattr(assign, "move_all", crash)
     return OSError
 
 

@@ -10,6 +10,7 @@ from harvester.states import (
     State,
     dataset_window,
     move,
+    move_all,
     record_found,
 )
 
@@ -82,6 +83,22 @@ def test_a_move_sets_its_fields_and_refuses_unknown_columns(db: Database):
     put_in_state(db, "2", State.FOUND)
     with pytest.raises(IllegalTransition, match="cannot set class"):
         move(db, "2", State.FOUND, State.DOWNLOADED, **{"class": "dog"})
+
+
+def test_moving_many_moves_only_those_in_the_source_state_and_counts_them(db: Database):
+    for number in range(1200):  # over two of its 500-photo statements
+        put_in_state(db, str(number), State.RESIZED if number % 3 else State.FAILED)
+    moved = move_all(db, [str(number) for number in range(1200)], State.RESIZED,
+                     State.ASSIGNED, split="test")
+    assert moved == 800
+    assert db.execute("SELECT state, split, count(*) FROM photos GROUP BY state, split "
+                      "ORDER BY state").fetchall() == [("assigned", "test", 800),
+                                                       ("failed", None, 400)]
+    with pytest.raises(IllegalTransition):
+        move_all(db, ["1"], State.ASSIGNED, State.RESIZED)
+    with pytest.raises(IllegalTransition, match="cannot set class"):
+        move_all(db, ["1"], State.RESIZED, State.FAILED, **{"class": "dog"})
+    assert move_all(db, [], State.RESIZED, State.ASSIGNED, split="test") == 0
 
 
 def test_schema_refuses_a_state_outside_the_machine(db: Database):
