@@ -11,9 +11,11 @@ import multiprocessing.context
 import multiprocessing.forkserver
 
 # Loaded once by the server, then shared by every worker it forks: the workers' code, and
-# the DCT that imagehash's pHash imports at its first call (a quarter of a second of each
-# worker's first photo otherwise). A module that is not there is skipped.
-PRELOAD = ["harvester.workers", "scipy.fftpack"]
+# what their first photo would load otherwise: the DCT that imagehash's pHash imports (a
+# quarter of a second in each worker), and the image formats Pillow's first open imports
+# (Image.preinit). A module that is not there is skipped.
+PRELOAD = ["harvester.workers", "scipy.fftpack", "PIL.BmpImagePlugin", "PIL.GifImagePlugin",
+           "PIL.JpegImagePlugin", "PIL.PpmImagePlugin", "PIL.PngImagePlugin"]
 
 
 def context() -> multiprocessing.context.ForkServerContext:

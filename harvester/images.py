@@ -13,9 +13,6 @@ from functools import cache
 import imagehash
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# The formats Pillow reads, loaded with this module rather than at the first photo: in the
-# workers' fork server, once for every worker (see forkserver.PRELOAD).
-Image.preinit()
 
 @dataclass(frozen=True)
 class Normalised:
