@@ -166,21 +166,30 @@ class Workers:
         self.threads = math.ceil(self.config.download.workers / processes)
         self.stopping.clear()
         self.jobs = self.context.Queue()
-        for number in range(processes):
-            results, results_in = self.context.Pipe(duplex=False)
-            process = self.context.Process(
-                target=serve, name=f"harvester-worker-{number}", daemon=True,
-                args=(self.jobs, results_in, self.stopping, self.config.output_dir,
-                      self.config.download, self.config.image, self.threads, os.getpid()))
-            process.start()
-            # Only the worker holds its pipe's writing end now: once it has ended, the
-            # results thread reads to the end of the pipe.
-            results_in.close()
-            self.processes.append(process)
-            self.results.append(results)
-        self.receiver = threading.Thread(target=self._receive, args=(list(self.results),),
-                                         name="results", daemon=True)
-        self.receiver.start()
+        try:
+            for number in range(processes):
+                results, results_in = self.context.Pipe(duplex=False)
+                process = self.context.Process(
+                    target=serve, name=f"harvester-worker-{number}", daemon=True,
+                    args=(self.jobs, results_in, self.stopping, self.config.output_dir,
+                          self.config.download, self.config.image, self.threads,
+                          os.getpid()))
+                try:
+                    process.start()
+                except BaseException:
+                    results.close()
+                    raise
+                finally:
+                    # Only the worker holds its pipe's writing end now: once it has ended,
+                    # the results thread reads to the end of the pipe.
+                    results_in.close()
+                self.processes.append(process)
+                self.results.append(results)
+        finally:
+            # For the workers that did start, even if another could not: `stop` ends them.
+            self.receiver = threading.Thread(target=self._receive, args=(list(self.results),),
+                                             name="results", daemon=True)
+            self.receiver.start()
 
     def _receive(self, pipes: list[Connection]) -> None:
         """Move the workers' results from their pipes to `inbox`, until every worker has

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -81,3 +82,24 @@ def test_the_results_thread_ends_by_itself_when_every_worker_is_gone(make_config
     with pytest.raises(workers.WorkerFailed, match="ended unexpectedly"):
         pool.collect(most=1, wait=0.1)
     pool.stop()
+
+
+def test_a_worker_that_cannot_start_stops_the_run_and_the_one_started_ends(
+        make_config, monkeypatch):
+    pool = workers.Workers(make_config(resize={"workers": 2}))
+    process_class = pool.context.Process
+    start = process_class.start
+    started = []
+
+    def start_only_one(process):
+        if started:
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+        started.append(process)
+        start(process)
+
+    monkeypatch.setattr(process_class, "start", start_only_one)
+    with pytest.raises(OSError, match="temporarily unavailable"):
+        pool.submit([workers.Job("1", None, 1, ".sources/cat/1.jpg", "cat/1.jpg")])
+    assert pool.processes == started
+    assert pool.stop() == []
+    assert started[0].exitcode is not None and pool.processes == []
