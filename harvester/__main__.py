@@ -12,7 +12,7 @@ def main() -> None:
     sys.modules.setdefault("pandas", None)  # type: ignore[arg-type]
     if HARVESTING & set(sys.argv[1:]) and "--help" not in sys.argv:
         # The workers' fork server loads their code on another core while this process
-        # loads the CLI: the workers start half a second sooner.
+        # loads the CLI: the workers start about 0.4 s sooner.
         from harvester import forkserver
 
         forkserver.start()
