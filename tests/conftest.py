@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
 import sys
 import threading
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -123,6 +125,23 @@ def write_config(folder: Path, **sections: Any) -> Path:
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
+
+
+@contextmanager
+def watchdog(seconds: int, what: str) -> Iterator[None]:
+    """Fail with TimeoutError("`what`") if the block runs longer than `seconds`: a test
+    for a hang ends, rather than hanging the suite."""
+
+    def hung(*args: Any) -> None:
+        raise TimeoutError(what)
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture

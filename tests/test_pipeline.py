@@ -27,7 +27,7 @@ from harvester.flickr import FlickrUnavailable
 from harvester.pipeline import HarvestBusy, NoHarvest, export_only, harvest, verify_only
 from harvester.standin import Universe
 from harvester.workers import WorkerFailed
-from tests.conftest import CREDENTIALS, MockFlickr, dataset, write_config
+from tests.conftest import CREDENTIALS, MockFlickr, dataset, watchdog, write_config
 
 
 def test_a_harvest_produces_every_artifact_with_exact_counts(make_config, flickr):
@@ -299,18 +299,9 @@ def test_a_ctrl_c_while_a_result_is_half_read_stops_without_hanging(
             time.sleep(0.05)
         return original(self, size, *args)
 
-    def hung(*args):
-        raise TimeoutError("the run hung after Ctrl-C")
-
     monkeypatch.setattr(Connection, "_recv", ctrl_c_mid_message)
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(60)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            harvest(config, CREDENTIALS)
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
+    with watchdog(60, "the run hung after Ctrl-C"), pytest.raises(KeyboardInterrupt):
+        harvest(config, CREDENTIALS)
     assert interrupted
     monkeypatch.undo()
     assert harvest(config, CREDENTIALS, command="resume").in_dataset == {"cat": 20, "dog": 10}

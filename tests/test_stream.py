@@ -1,10 +1,10 @@
 """Throughput's shape: the stages overlap, and a finished harvest's re-run does nothing."""
 
-import signal
 import time
 
 from harvester import download, files, resize, stream
 from harvester.pipeline import export_only, harvest, verify_only
+from tests.conftest import watchdog
 from tests.test_pipeline import CREDENTIALS
 
 
@@ -37,16 +37,8 @@ def test_a_rounds_last_photos_are_recorded_as_soon_as_they_are_back(
     for photo_id in universe.photo_ids("cat")[::10]:
         flickr.image_faults[photo_id] = (404, b"gone")
 
-    def hung(*args):
-        raise TimeoutError("the harvest waited out a batch with nothing more to come")
-
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(60)
-    try:
+    with watchdog(60, "the harvest waited out a batch with nothing more to come"):
         outcome = harvest(make_config(), CREDENTIALS)
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
     assert outcome.in_dataset == {"cat": 20, "dog": 10}
 
 
