@@ -34,6 +34,7 @@ from harvester.demo import DemoFolderUnusable, run_demo
 from harvester.download import ImageHostFailing
 from harvester.export import run_lines
 from harvester.flickr import FlickrFailure
+from harvester.helper import HelperFailed
 from harvester.pipeline import (
     Credentials,
     HarvestBusy,
@@ -290,7 +291,7 @@ def _guard(work: Callable[[], T], continue_with: str | None = None) -> T:
         _fail(EXIT_USAGE, f"config error: {error}")
     except (NoHarvest, HarvestBusy, DemoFolderUnusable, UnusableDatabase) as error:
         _fail(EXIT_USAGE, str(error))
-    except (FlickrFailure, ImageHostFailing, WorkerFailed, ChangedFile) as error:
+    except (FlickrFailure, ImageHostFailing, WorkerFailed, HelperFailed, ChangedFile) as error:
         _fail(EXIT_STOPPED, f"stopped: {error}\n{resume_hint}")
     except OSError as error:
         _fail(EXIT_STOPPED, f"stopped: {error}\n{resume_hint}")

@@ -178,6 +178,12 @@ def store_licenses(db: Database, licenses: list[dict[str, str | None]]) -> None:
     db["licenses"].insert_all(licenses, replace=True)
 
 
+def open_for_reading(path: Path) -> Database:
+    """The existing harvest database at `path`, opened read-only: for a helper process (see
+    `helper`) reading beside the harvest's process, which has checked and migrated it."""
+    return Database(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True))
+
+
 def dataset_size(db: Database) -> int:
     return db.execute("SELECT count(*) FROM photos WHERE state = 'assigned'").fetchone()[0]
 

@@ -34,6 +34,7 @@ import requests
 from harvester import download, forkserver, resize
 from harvester.config import Config, DownloadSpec, ImageSpec
 from harvester.download import Downloaded, DownloadFailed
+from harvester.helper import picklable
 from harvester.resize import Rejected, Resized
 
 # How long a stopping worker may take to finish the photo in hand before it is ended.
@@ -59,7 +60,7 @@ class Crashed:
     """What escaped a worker's hands (a full disk): it stops the run."""
 
     photo_id: str
-    error: Exception
+    error: BaseException
 
 
 Result = Downloaded | DownloadFailed | Resized | Rejected | Crashed
@@ -250,7 +251,7 @@ def serve(jobs: multiprocessing.Queue[list[Job] | None], results: Connection,
                 except download.CutShort:  # waiting to retry as the harvest stops
                     break
                 except Exception as error:  # sent to the harvest, which stops
-                    send((Crashed(job.photo_id, _picklable(error)),))
+                    send((Crashed(job.photo_id, picklable(error, WorkerFailed)),))
 
     workers = [threading.Thread(target=work, name=f"work-{n}") for n in range(threads)]
     for thread in workers:
@@ -274,13 +275,6 @@ def _do(job: Job, session: requests.Session, output_dir: Path,
         return (fetched,)
     return fetched, resize.resize_source(output_dir, image_spec, job.photo_id, source,
                                          job.source_path, job.path)
-
-
-def _picklable(error: Exception) -> Exception:
-    # An exception that cannot be pickled would be dropped on the way, and the photo with it.
-    if isinstance(error, OSError) and error.errno is not None:
-        return OSError(error.errno, error.strerror, error.filename)
-    return WorkerFailed(f"{type(error).__name__}: {error}")
 
 
 def _end_with(harvest_pid: int) -> None:

@@ -21,6 +21,7 @@ from harvester.archive import COMPRESSED_BLOCK, Member
 from harvester.archive import write as write_tar
 from harvester.config import load_config
 from harvester.db import open_database
+from harvester.helper import Helper
 from harvester.pipeline import export_only, harvest, verify_only
 from tests.conftest import CREDENTIALS, write_config
 
@@ -243,6 +244,49 @@ def test_the_archive_bar_counts_every_member_whatever_the_layout(tmp_path, flick
         members = len(tar.getmembers())
     assert sink.totals["archive"] == sink.done["archive"] == members
     assert verify_only(config).ok
+
+
+def export_files(output_dir: Path) -> dict[str, bytes]:
+    """Every file of the export, by path: the documents, trees, archive and summary."""
+    return {str(path.relative_to(output_dir)): path.read_bytes()
+            for path in sorted(output_dir.rglob("*"))
+            if path.is_file() and not path.name.startswith(("harvest.", ".sources"))
+            and ".sources" not in path.parts}
+
+
+@pytest.mark.parametrize("layout", ["classes", "both"])
+def test_a_large_datasets_documents_and_split_folders_are_written_by_a_helper_alike(
+        tmp_path, flickr, monkeypatch, layout):
+    # From HELPER_MIN_PHOTOS photos, a helper process writes them while this one builds the
+    # archive: every export file is byte for byte what this process alone writes.
+    config = harvested(tmp_path, flickr, export={"layout": layout})
+    out = config.output_dir
+    alone = export_files(out)
+    for name in export.DOCUMENTS:
+        (out / name).unlink()
+    shutil.rmtree(out / "splits", ignore_errors=True)
+    helpers = []
+    monkeypatch.setattr(export, "HELPER_MIN_PHOTOS", 0)
+    monkeypatch.setattr(export, "Helper", lambda *job: helpers.append(job) or Helper(*job))
+    export_only(config)
+    assert helpers == [(export.write_beside_archive, config)]
+    assert export_files(out) == alone
+    assert verify_only(config).ok
+
+
+def test_a_helper_that_cannot_write_stops_the_export_and_the_last_archive_stays(
+        tmp_path, flickr, monkeypatch, cli):
+    config = harvested(tmp_path, flickr)
+    out = config.output_dir
+    before = (out / "dataset.tgz").read_bytes()
+    (out / "urls_data.json").unlink()
+    (out / "urls_data.json").mkdir()  # in the way of the helper's document
+    monkeypatch.setattr(export, "HELPER_MIN_PHOTOS", 0)
+    result = cli("export", "-c", str(tmp_path / "config.yaml"))
+    assert result.exit_code == 1
+    assert "Is a directory" in result.stderr and "urls_data.json" in result.stderr
+    assert (out / "dataset.tgz").read_bytes() == before
+    assert not [path for path in out.rglob("*") if path.name.endswith((".part", ".new"))]
 
 
 def test_every_class_has_its_folder_in_both_splits_even_without_photos(tmp_path, flickr):
