@@ -52,15 +52,20 @@ class Member:
 
 
 @contextmanager
-def tar_writer(target: Path, compressed: bool) -> Iterator[tarfile.TarFile]:
-    """A tar (gzipped or not) written to a temporary file and renamed over `target`."""
+def tar_writer(target: Path, compressed: bool,
+               digest: hashlib._Hash | None = None) -> Iterator[tarfile.TarFile]:
+    """A tar (gzipped or not) written to a temporary file and renamed over `target`.
+
+    `digest` (a hashlib object) is fed every byte of the file as it is written: the
+    archive's sha256 without reading it back.
+    """
     with replacing(target) as handle:
-        stream: BinaryIO = handle
+        stream: BinaryIO = handle if digest is None else _Digesting(handle, digest)  # type: ignore[assignment]
         if compressed:
             # Deflated on a thread of its own while this one builds the tar (ISA-L lets go
             # of the GIL). The bytes depend on the block size, not on the thread; the header
             # has no file name and time 0: nothing of this machine or moment.
-            stream = igzip_threaded.open(handle, "wb", compresslevel=GZIP_LEVEL, threads=1,
+            stream = igzip_threaded.open(stream, "wb", compresslevel=GZIP_LEVEL, threads=1,
                                          block_size=COMPRESSED_BLOCK)
         try:
             with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
@@ -93,6 +98,21 @@ def write(target: Path, members: Iterable[Member], compressed: bool) -> None:
     with tar_writer(target, compressed) as tar:
         for member in members:
             add(tar, member)
+
+
+class _Digesting:
+    """A file being written, whose bytes are hashed on their way to it."""
+
+    def __init__(self, handle: BinaryIO, digest: hashlib._Hash) -> None:
+        self.handle = handle
+        self.digest = digest
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def sha256_of(path: Path) -> str:
