@@ -30,8 +30,9 @@ class Helper:
     """`function(*args)` in a helper process, started at once; `result()` waits for it.
 
     Leaving the `with` block waits for the helper to end. When the block is left by an
-    exception (a Ctrl-C, a failure of this process's own part), the helper is stopped first:
-    it cleans up as if interrupted (files are written whole or not at all).
+    exception (a Ctrl-C, which only this process gets, or a failure of its own part), the
+    helper is stopped first: it cleans up as if interrupted (files are written whole or not
+    at all).
     """
 
     def __init__(self, function: Callable[..., Any], *args: Any) -> None:
@@ -89,8 +90,6 @@ def picklable(error: BaseException, failed: type[Exception]) -> BaseException:
     """
     if isinstance(error, OSError) and error.errno is not None:
         return OSError(error.errno, error.strerror, error.filename)
-    if isinstance(error, KeyboardInterrupt):
-        return KeyboardInterrupt()
     return failed(f"{type(error).__name__}: {error}")
 
 

@@ -1,6 +1,7 @@
 """A helper process: what it returns, what it raises, and how it stops."""
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -50,3 +51,15 @@ def test_a_helper_left_by_an_error_stops_at_once_and_removes_its_partial_file(tm
             time.sleep(0.01)
         raise KeyboardInterrupt  # as a Ctrl-C in this process would
     assert list(tmp_path.iterdir()) == []
+
+
+def ctrl_c_handler() -> object:
+    return signal.getsignal(signal.SIGINT)
+
+
+def test_a_ctrl_c_reaches_this_process_but_not_the_fork_servers():
+    # It reaches the whole process group: a fork server still loading its modules would die
+    # with a traceback, and a helper would stop before this process decides to stop it.
+    with Helper(ctrl_c_handler) as helper:
+        assert helper.result() == signal.SIG_IGN
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
