@@ -25,10 +25,8 @@ def context() -> multiprocessing.context.ForkServerContext:
 
     Its server is started first, if it is not running (see `start`).
     """
-    forkserver = multiprocessing.get_context("forkserver")
-    forkserver.set_forkserver_preload(PRELOAD)
     start()
-    return forkserver  # type: ignore[return-value]
+    return multiprocessing.get_context("forkserver")  # type: ignore[return-value]
 
 
 def start() -> None:
