@@ -1,6 +1,7 @@
 """The `harvester` command (and `python -m harvester`): the CLI, without what it never uses."""
 
 import gc
+import signal
 import sys
 
 # The commands that start worker processes.
@@ -8,6 +9,9 @@ HARVESTING = {"run", "resume", "demo"}
 
 
 def main() -> None:
+    # A Ctrl-C while the CLI loads (half a second) would end the import with a traceback:
+    # it waits, blocked, until the CLI can stop cleanly (cli.main unblocks it).
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     # sqlite-utils imports pandas whenever it is installed (a third of a second and 60 MB
     # at every start) for features harvester does not use: the command goes without it.
     sys.modules.setdefault("pandas", None)  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -338,6 +339,9 @@ def _progress_sink() -> Iterator[ProgressSink]:
 
 def main() -> None:
     try:
+        # A Ctrl-C that came while the command was loading (blocked by __main__) is
+        # raised here, and stops it like any other.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         app()
     except KeyboardInterrupt:
         # Ctrl-C outside a harvest (while loading, say): same clean stop.

@@ -193,6 +193,31 @@ def test_sigint_stops_cleanly_with_exit_130_and_the_resume_line(tmp_path):
     assert "Traceback" not in stderr
 
 
+def test_ctrl_c_while_the_command_loads_stops_it_with_exit_130_not_a_traceback(tmp_path):
+    config = config_in(tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harvester", "status", "-c", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # The signal is sent while the CLI's modules load (about half a second), which is when
+    # the command holds Ctrl-C back; before that, Python itself is still starting.
+    deadline = time.monotonic() + 30
+    while not sigint_blocked(process.pid):
+        assert process.poll() is None and time.monotonic() < deadline, "SIGINT never held back"
+        time.sleep(0.001)
+    os.killpg(process.pid, signal.SIGINT)
+    assert process.wait(timeout=30) == 130
+    stderr = process.stderr.read()
+    assert "interrupted." in stderr and "Traceback" not in stderr
+
+
+def sigint_blocked(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigBlk:"))
+    return bool(int(mask, 16) & (1 << (signal.SIGINT - 1)))
+
 
 def test_a_search_killed_mid_window_repeats_no_call_but_the_one_in_flight(tmp_path):
     """A tag past the 4,000 cap, so search walks upload-date windows; SIGKILL twice in it."""
