@@ -12,9 +12,9 @@ aiohttp), then, `--runs` times and in turns:
   same resize (longest side 240, JPEG quality 90), `output_format files`, one process
   per core x 32 threads, and shards small enough that every process works to the end.
 It prints, per tool and size, the median photos/s, CPU ms per photo and peak memory (all
-processes of the tool together), the ratio of the two tools' photos/s, and the sum of
-a photo's parts measured alone in this process: one requests fetch of its URL and one
-decode/resize/encode (harvester.images.normalise).
+processes of the tool together), the ratio of the two tools' photos/s (of their medians,
+and run by run), and the sum of a photo's parts measured alone in this process: one
+requests fetch of its URL and one decode/resize/encode (harvester.images.normalise).
 
 CPU and memory (PSS, see `watch`) are sampled every 50 ms over the tool's whole process tree
 with psutil.
@@ -239,11 +239,17 @@ def main() -> None:
         ours_rate = median([m.per_second for m in ours])  # type: ignore[union-attr]
         theirs_rate = median([m.per_second for m in theirs])  # type: ignore[union-attr]
         ours_cpu = median([m.cpu_ms_per_photo for m in ours])  # type: ignore[union-attr]
+        # Each run's pair ran one after the other, on the machine as it was then: their
+        # ratio is steadier than the ratio of medians taken minutes apart.
+        by_run = [mine.per_second / other.per_second  # type: ignore[union-attr]
+                  for mine, other in zip(ours, theirs, strict=True)]  # type: ignore[call-overload]
         rows.append({
             "source": f"{size} px",
             "harvester photos/s": round(ours_rate),
             "img2dataset photos/s": round(theirs_rate),
             "ratio": round(ours_rate / theirs_rate, 2),
+            "ratio run by run: median (range)":
+                f"{median(by_run):.2f} ({min(by_run):.2f}-{max(by_run):.2f})",
             "harvester CPU ms/photo": round(ours_cpu, 2),
             "img2dataset CPU ms/photo": round(median(
                 [m.cpu_ms_per_photo for m in theirs]), 2),  # type: ignore[union-attr]
