@@ -1,6 +1,6 @@
 """Benchmark: harvester end to end against img2dataset, on the same machine and images.
 
-    make bench        (or: .venv/bin/python bench/throughput.py --photos 5000 --runs 3)
+    make bench        (or: .venv/bin/python bench/throughput.py --photos 5000 --runs 5)
 
 For each source size (240 px and 500 px) it starts the stand-in in a process of its own
 (bench/standin_server.py: Flickr's API, and every image drawn up front and served by
@@ -225,7 +225,7 @@ def median(values: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=5000, help="photos per harvest")
-    parser.add_argument("--runs", type=int, default=3, help="runs of each tool per size")
+    parser.add_argument("--runs", type=int, default=5, help="runs of each tool per size")
     parser.add_argument("--sizes", type=int, nargs="+", default=[240, 500],
                         choices=(240, 500), help="source sizes to measure")
     args = parser.parse_args()
