@@ -121,6 +121,12 @@ class ImageSpec:
     near_duplicate_distance: int = 6
 
 
+# Downloads at once, at most: 256 keep two cores about as busy with images that take 100 ms
+# each to come as with a local host (bench/latency.py). Each is a thread, and the worker
+# processes' memory grows with their threads (README, Performance: Downloads at once).
+MAX_DOWNLOAD_WORKERS = 256
+
+
 @dataclass(frozen=True)
 class DownloadSpec:
     workers: int = 32  # concurrent downloads, shared out among the worker processes
@@ -425,7 +431,8 @@ def _download(raw: Any) -> DownloadSpec:
     defaults = DownloadSpec()
     _no_unknown_keys(entry, key, {field.name for field in dataclasses.fields(DownloadSpec)})
     return DownloadSpec(
-        workers=_integer(entry.get("workers", defaults.workers), f"{key}.workers", 1, 64),
+        workers=_integer(entry.get("workers", defaults.workers), f"{key}.workers", 1,
+                         MAX_DOWNLOAD_WORKERS),
         timeout=_number(entry.get("timeout", defaults.timeout), f"{key}.timeout", 0.1,
                         MAX_SECONDS),
         retries=_integer(entry.get("retries", defaults.retries), f"{key}.retries", 0, 20),

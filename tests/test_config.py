@@ -99,6 +99,7 @@ def test_proportional_test_size_is_a_fraction_or_a_percentage(
         ({"flickr": {"license": 4}}, "flickr.license", "list of Flickr license ids"),
         ({"flickr": {"per_page": 1000}}, "flickr.per_page", "at most 500"),
         ({"download": {"workers": 0}}, "download.workers", "at least 1"),
+        ({"download": {"workers": 257}}, "download.workers", "at most 256"),
         ({"download": {"timeout": float("nan")}}, "download.timeout", "must be a number"),
         ({"flickr": {"timeout": float("inf")}}, "flickr.timeout", "must be a number"),
         ({"flickr": {"timeout": 86400}}, "flickr.timeout", "at most 3600"),
