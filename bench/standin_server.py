@@ -7,7 +7,8 @@ only (`--source-size`: 240 or 500 px), with photographic grain so that their JPE
 as large as real Flickr ones, and they are all drawn before the server says it is ready:
 the image host then only looks bytes up, through aiohttp, so that serving costs the
 machine as little as it can and the tools measured get the CPU. Prints one JSON line
-when ready (rest_url, image_urls file) and serves until stdin closes.
+when ready (rest_url, image_urls file) and serves until stdin closes. With `--latency-ms`
+each image is answered that long after it is asked for, without holding up the others.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=2)
     parser.add_argument("--source-size", type=int, choices=(240, 500), default=500)
     parser.add_argument("--urls", type=Path, required=True, help="file to write image URLs to")
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="wait this long before answering each image request, as a "
+                             "distant image host does (the API answers at once)")
     args = parser.parse_args()
 
     universe = universe_for(args.photos_per_class, args.classes, args.source_size)
@@ -71,6 +75,8 @@ def main() -> None:
     images: dict[str, bytes] = {}
 
     async def image(request: web.Request) -> web.Response:
+        if args.latency_ms:
+            await asyncio.sleep(args.latency_ms / 1000)
         body = images.get(request.path)
         if body is None:
             raise web.HTTPNotFound()

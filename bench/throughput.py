@@ -31,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,15 +123,21 @@ def img2dataset_venv() -> Path:
     return venv / "bin" / "img2dataset"
 
 
-def run_harvester(folder: Path, rest_url: str, photos: int) -> Measured:
+def run_harvester(folder: Path, rest_url: str, photos: int,
+                  download_workers: int | None = None) -> Measured:
+    """`harvester run` of `photos` photos into `folder`; `download_workers` (default: the
+    config's default) sets `download.workers`."""
     config = folder / "config.yaml"
     per_class = photos // CLASSES
-    config.write_text(yaml.safe_dump({
+    settings: dict[str, object] = {
         "output_dir": "outputs",
         "classes": [{"name": f"class{index}", "count": per_class} for index in range(CLASSES)],
         "train_test_split": {"seed": 1, "type": "proportional", "test_size": 0.1},
         "image": {"longest_side": 240},
-    }))
+    }
+    if download_workers is not None:
+        settings["download"] = {"workers": download_workers}
+    config.write_text(yaml.safe_dump(settings))
     env = {**os.environ, "API_KEY": "bench", "API_SECRET": "bench", "FLICKR_API_URL": rest_url}
     result, seconds, cpu, peak, _ = watch(
         [sys.executable, "-m", "harvester", "run", "-c", str(config)], env=env)
@@ -184,37 +192,47 @@ def parts(urls: list[str], sample: int = 500) -> tuple[float, float]:
     return 1000 * fetch, 1000 * resize
 
 
-def bench_size(source_size: int, photos: int, runs: int, program: Path) -> dict[str, object]:
-    with tempfile.TemporaryDirectory(prefix="harvester-bench-") as scratch:
-        urls_file = Path(scratch) / "image_urls.txt"
-        # A few more photos than wanted: search skips screenshots, as it does on Flickr.
-        server = subprocess.Popen(
-            [sys.executable, str(HERE / "standin_server.py"),
-             "--photos-per-class", str(photos * 12 // 10 // CLASSES), "--classes", str(CLASSES),
-             "--source-size", str(source_size), "--urls", str(urls_file)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )
-        assert server.stdout is not None and server.stdin is not None
+@contextmanager
+def standin(source_size: int, photos: int, scratch: Path, latency_ms: float = 0.0
+            ) -> Iterator[str]:
+    """The stand-in (bench/standin_server.py) serving enough photos for a harvest of
+    `photos`, in a process of its own: yields its REST URL."""
+    # A few more photos than wanted: search skips screenshots, as it does on Flickr.
+    server = subprocess.Popen(
+        [sys.executable, str(HERE / "standin_server.py"),
+         "--photos-per-class", str(photos * 12 // 10 // CLASSES), "--classes", str(CLASSES),
+         "--source-size", str(source_size), "--urls", str(scratch / "image_urls.txt"),
+         "--latency-ms", str(latency_ms)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert server.stdout is not None and server.stdin is not None
+    try:
         ready = json.loads(server.stdout.readline())
         print(f"{source_size} px: {ready['images']} images served, "
-              f"{ready['image_bytes'] // ready['images'] // 1024} KB each", file=sys.stderr)
-        try:
-            ours, theirs = [], []
-            urls: list[str] = []
-            for run in range(runs):
-                folder = Path(scratch) / f"harvester-{run}"
-                folder.mkdir()
-                ours.append(run_harvester(folder, ready["rest_url"], photos))
-                urls = downloaded_urls(folder)
-                other = Path(scratch) / f"img2dataset-{run}"
-                other.mkdir()
-                theirs.append(run_img2dataset(program, other, urls))
-                print(f"  run {run + 1}: harvester {ours[-1].per_second:.0f}/s, "
-                      f"img2dataset {theirs[-1].per_second:.0f}/s", file=sys.stderr)
-            fetch_ms, resize_ms = parts(urls)
-        finally:
-            server.stdin.close()
-            server.wait(timeout=30)
+              f"{ready['image_bytes'] // ready['images'] // 1024} KB each"
+              + (f", {latency_ms:g} ms latency" if latency_ms else ""), file=sys.stderr)
+        yield ready["rest_url"]
+    finally:
+        server.stdin.close()
+        server.wait(timeout=30)
+
+
+def bench_size(source_size: int, photos: int, runs: int, program: Path) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="harvester-bench-") as scratch, \
+            standin(source_size, photos, Path(scratch)) as rest_url:
+        ours, theirs = [], []
+        urls: list[str] = []
+        for run in range(runs):
+            folder = Path(scratch) / f"harvester-{run}"
+            folder.mkdir()
+            ours.append(run_harvester(folder, rest_url, photos))
+            urls = downloaded_urls(folder)
+            other = Path(scratch) / f"img2dataset-{run}"
+            other.mkdir()
+            theirs.append(run_img2dataset(program, other, urls))
+            print(f"  run {run + 1}: harvester {ours[-1].per_second:.0f}/s, "
+                  f"img2dataset {theirs[-1].per_second:.0f}/s", file=sys.stderr)
+        fetch_ms, resize_ms = parts(urls)
     return {"ours": ours, "theirs": theirs, "fetch_ms": fetch_ms, "resize_ms": resize_ms}
 
 

@@ -1,0 +1,61 @@
+"""Benchmark: how many downloads at once keep the machine busy when images take a while.
+
+    .venv/bin/python bench/latency.py                          (100 ms; 32, 64, 128, 256)
+    .venv/bin/python bench/latency.py --latency-ms 0 100 200 --workers 32 128
+
+A photo's fetch mostly waits on its image host: Flickr's answers in tens to hundreds of
+milliseconds, the stand-in of bench/throughput.py at once. For each latency it starts the
+stand-in (bench/standin_server.py) holding every image answer back that long, then runs
+`harvester run` end to end (search, download, resize, export) with each `download.workers`
+in turn, and with none set (the config's default), `--runs` times each. It prints the median
+photos/s and CPU ms per photo of each: with too few downloads at once, the photos/s fall as
+the latency grows, and the CPU sits idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from throughput import run_harvester, standin
+
+from harvester.config import DownloadSpec
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=5000, help="photos per harvest")
+    parser.add_argument("--runs", type=int, default=1, help="harvests per setting")
+    parser.add_argument("--source-size", type=int, choices=(240, 500), default=240,
+                        help="the stand-in's images (240 px: the least CPU a photo)")
+    parser.add_argument("--latency-ms", type=float, nargs="+", default=[100.0],
+                        help="how long the image host takes to answer, each in turn")
+    parser.add_argument("--workers", type=int, nargs="+", default=[32, 64, 128, 256],
+                        help="download.workers settings to run, besides the default")
+    args = parser.parse_args()
+
+    default = DownloadSpec().workers
+    print("| latency | download.workers | photos/s | CPU ms/photo |")
+    print("|---|---|---|---|")
+    for latency in args.latency_ms:
+        with tempfile.TemporaryDirectory(prefix="harvester-latency-") as scratch, \
+                standin(args.source_size, args.photos, Path(scratch), latency) as rest_url:
+            for workers in [*args.workers, None]:
+                measured = []
+                for run in range(args.runs):
+                    folder = Path(scratch) / f"harvest-{workers}-{run}"
+                    folder.mkdir()
+                    measured.append(run_harvester(folder, rest_url, args.photos, workers))
+                label = f"{default} (default)" if workers is None else str(workers)
+                print(f"| {latency:g} ms | {label} "
+                      f"| {statistics.median(m.per_second for m in measured):.0f} "
+                      f"| {statistics.median(m.cpu_ms_per_photo for m in measured):.2f} |",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()
