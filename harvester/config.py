@@ -121,9 +121,10 @@ class ImageSpec:
     near_duplicate_distance: int = 6
 
 
-# Downloads at once, at most: 256 keep two cores about as busy with images that take 100 ms
-# each to come as with a local host (bench/latency.py). Each is a thread, and the worker
-# processes' memory grows with their threads (README, Performance: Downloads at once).
+# Downloads at once, at most. With images that take 100 ms each to come, 128 keep two cores
+# nearly as busy as a local host does, and 256 no busier (bench/latency.py). Each is a
+# thread, and the worker processes' memory grows with their threads (README, Performance:
+# Downloads at once).
 MAX_DOWNLOAD_WORKERS = 256
 
 
