@@ -509,6 +509,11 @@ class StandIn:
 
 
 class _QuietServer(ThreadingHTTPServer):
+    # Connections waiting to be accepted, at most (socketserver's default is 5). A harvest
+    # opens one per download at once, together: with the queue full, Linux drops a new
+    # connection's handshake and the client waits seconds to try it again.
+    request_queue_size = 1024
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that hangs up mid-answer (a killed harvest) is expected, not an error.
         if not isinstance(sys.exc_info()[1], ConnectionError):
