@@ -4,6 +4,7 @@ harvest's peak memory; and a re-run of that finished harvest.
     .venv/bin/python bench/scale.py                       # both parts
     .venv/bin/python bench/scale.py --photos 0            # status only
     .venv/bin/python bench/scale.py --status-rows 0       # the harvest only
+    .venv/bin/python bench/scale.py --status-rows 0 --download-workers 32
 
 status: a database of `--status-rows` synthetic photos over 4 classes (most in the
 dataset, some failed or rejected for a handful of reasons, some still on their way),
@@ -12,7 +13,8 @@ as a whole process, start-up included.
 
 harvest: the stand-in (bench/standin_server.py, 240 px sources) serves `--photos`
 photos over 2 classes; `harvester run` makes the dataset while its processes' memory is
-sampled (bench/throughput.py's `watch`), then runs again on the finished harvest.
+sampled (bench/throughput.py's `watch`), then runs again on the finished harvest. The
+harvest's `download.workers` is the config's default, or `--download-workers`.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def time_status(config: Path, repeat: int) -> list[float]:
     return seconds
 
 
-def harvest_at_scale(photos: int) -> dict[str, object]:
+def harvest_at_scale(photos: int, download_workers: int | None = None) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="harvester-scale-") as scratch:
         folder = Path(scratch)
         server = subprocess.Popen(
@@ -105,11 +107,14 @@ def harvest_at_scale(photos: int) -> dict[str, object]:
         ready = json.loads(server.stdout.readline())
         try:
             config = folder / "config.yaml"
-            config.write_text(yaml.safe_dump({
+            settings: dict[str, object] = {
                 "output_dir": "outputs",
                 "classes": [{"name": f"class{n}", "count": photos // 2} for n in range(2)],
                 "train_test_split": {"seed": 1, "type": "proportional", "test_size": 0.1},
-            }))
+            }
+            if download_workers is not None:
+                settings["download"] = {"workers": download_workers}
+            config.write_text(yaml.safe_dump(settings))
             env = {**os.environ, "API_KEY": "bench", "API_SECRET": "bench",
                    "FLICKR_API_URL": ready["rest_url"]}
             command = [sys.executable, "-m", "harvester", "run", "-c", str(config)]
@@ -125,7 +130,8 @@ def harvest_at_scale(photos: int) -> dict[str, object]:
         finally:
             server.stdin.close()
             server.wait(timeout=60)
-    return {"photos_wanted": photos, "photos_in_dataset": kept, "seconds": round(seconds, 1),
+    return {"photos_wanted": photos, "download_workers": download_workers or "default",
+            "photos_in_dataset": kept, "seconds": round(seconds, 1),
             "photos_per_second": round(kept / seconds),
             "cpu_ms_per_photo": round(1000 * cpu / kept, 2),
             "peak_mb_pss_all_processes": round(peak / 2**20),
@@ -138,6 +144,8 @@ def main() -> None:
     parser.add_argument("--status-rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5, help="times status is timed")
     parser.add_argument("--photos", type=int, default=100_000, help="photos harvested")
+    parser.add_argument("--download-workers", type=int,
+                        help="the harvest's download.workers (default: the config's default)")
     args = parser.parse_args()
     report: dict[str, object] = {}
     if args.status_rows:
@@ -149,7 +157,7 @@ def main() -> None:
                             "max_seconds": round(max(seconds), 2)}
         print(json.dumps(report["status"]), file=sys.stderr)
     if args.photos:
-        report["harvest"] = harvest_at_scale(args.photos)
+        report["harvest"] = harvest_at_scale(args.photos, args.download_workers)
     print(json.dumps(report, indent=2))
 
 

@@ -16,6 +16,7 @@ thread waiting for its own process's GIL, while every thread of the others waits
 
 from __future__ import annotations
 
+import ctypes
 import math
 import multiprocessing
 import multiprocessing.connection
@@ -42,6 +43,9 @@ from harvester.resize import Rejected, Resized
 STOP_GRACE_SECONDS = 5.0
 # Jobs sent to the workers in one message, at most.
 JOBS_PER_MESSAGE = 8
+# How often a worker hands the memory its threads freed back to the system (see
+# `_return_freed_memory`). Each time costs about 3 ms of CPU.
+RETURN_MEMORY_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +238,7 @@ def serve(jobs: multiprocessing.Queue[list[Job] | None], results: Connection,
     # Ctrl-C reaches the whole process group: the harvest decides when its workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _end_with(harvest_pid)
+    _return_freed_memory()
     session = download.make_session(download_spec, stopping)
     sending = threading.Lock()
 
@@ -292,3 +297,29 @@ def _end_with(harvest_pid: int) -> None:
                 os._exit(0)
 
     threading.Thread(target=watch, name="watch-harvest", daemon=True).start()
+
+
+def _return_freed_memory() -> None:
+    """Every few seconds, the memory the worker's threads have freed goes back to the system.
+
+    glibc's malloc gives threads arenas of their own (up to 8 per core) and keeps what is
+    freed in them for reuse, returning an arena's memory to the system only from its top,
+    above the last piece still in use. With many download threads the arenas fill with
+    freed holes below such pieces: in a 25,000-photo harvest with 64 threads a worker,
+    nine tenths of the workers' arenas were free, and each worker held 121 MB; trimmed
+    every 2 seconds, 55 MB. A 100,000-photo harvest with 128 downloads at once peaked at
+    403 MB, and 264 MB trimmed (bench/scale.py). Other C libraries (musl, macOS) have no
+    malloc_trim.
+    """
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return
+
+    def keep_returning() -> None:
+        while True:
+            time.sleep(RETURN_MEMORY_SECONDS)
+            trim(0)
+
+    threading.Thread(target=keep_returning, name="return-memory", daemon=True).start()
+
