@@ -7,9 +7,9 @@ A photo's fetch mostly waits on its image host: Flickr's answers in tens to hund
 milliseconds, the stand-in of bench/throughput.py at once. For each latency it starts the
 stand-in (bench/standin_server.py) holding every image answer back that long, then runs
 `harvester run` end to end (search, download, resize, export) with each `download.workers`
-in turn, and with none set (the config's default), `--runs` times each. It prints the median
-photos/s and CPU ms per photo of each: with too few downloads at once, the photos/s fall as
-the latency grows, and the CPU sits idle.
+in turn (and the config's default, if not among them), `--runs` times each, taking turns.
+It prints the median photos/s, CPU ms per photo and peak memory of each: with too few
+downloads at once, the photos/s fall as the latency grows, and the CPU sits idle.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import run_harvester, standin
+from throughput import Measured, run_harvester, standin
 
 from harvester.config import DownloadSpec
 
@@ -39,23 +39,27 @@ def main() -> None:
     args = parser.parse_args()
 
     default = DownloadSpec().workers
-    print("| latency | download.workers | photos/s | CPU ms/photo |")
-    print("|---|---|---|---|")
+    settings = args.workers if default in args.workers else [*args.workers, default]
+    print("| latency | download.workers | photos/s | CPU ms/photo | peak MB (PSS) |")
+    print("|---|---|---|---|---|")
     for latency in args.latency_ms:
         with tempfile.TemporaryDirectory(prefix="harvester-latency-") as scratch, \
                 standin(args.source_size, args.photos, Path(scratch), latency) as rest_url:
-            for workers in [*args.workers, None]:
-                measured = []
-                for run in range(args.runs):
+            measured: dict[int, list[Measured]] = {workers: [] for workers in settings}
+            # The settings take turns, run by run: the machine's drift falls on all alike.
+            for run in range(args.runs):
+                for workers in settings:
                     folder = Path(scratch) / f"harvest-{workers}-{run}"
                     folder.mkdir()
-                    measured.append(run_harvester(folder, rest_url, args.photos, workers))
-                label = f"{default} (default)" if workers is None else str(workers)
+                    measured[workers].append(
+                        run_harvester(folder, rest_url, args.photos, workers))
+            for workers, runs in measured.items():
+                label = f"{workers} (default)" if workers == default else str(workers)
                 print(f"| {latency:g} ms | {label} "
-                      f"| {statistics.median(m.per_second for m in measured):.0f} "
-                      f"| {statistics.median(m.cpu_ms_per_photo for m in measured):.2f} |",
+                      f"| {statistics.median(m.per_second for m in runs):.0f} "
+                      f"| {statistics.median(m.cpu_ms_per_photo for m in runs):.2f} "
+                      f"| {statistics.median(m.peak_memory for m in runs) / 2**20:.0f} |",
                       flush=True)
-
 
 if __name__ == "__main__":
     main()

@@ -121,16 +121,16 @@ class ImageSpec:
     near_duplicate_distance: int = 6
 
 
-# Downloads at once, at most. With images that take 100 ms each to come, 128 keep two cores
-# nearly as busy as a local host does, and 256 no busier (bench/latency.py). Each is a
-# thread, and the worker processes' memory grows with their threads (README, Performance:
-# Downloads at once).
+# Downloads at once, at most. With images that take 100 ms each to come, as Flickr's do
+# from much of the world, 128 (the default) keep two cores nearly as busy as a local host
+# does, and 256 no busier; from a host that answers at once, 32 to 256 harvest alike
+# (bench/latency.py). Each is a thread of a worker process, with memory of its own.
 MAX_DOWNLOAD_WORKERS = 256
 
 
 @dataclass(frozen=True)
 class DownloadSpec:
-    workers: int = 32  # concurrent downloads, shared out among the worker processes
+    workers: int = 128  # concurrent downloads, shared out among the worker processes
     timeout: float = 30.0
     retries: int = 3
     retry_backoff: float = 0.5  # seconds; doubles with each retry
@@ -139,7 +139,7 @@ class DownloadSpec:
 
 @dataclass(frozen=True)
 class ResizeSpec:
-    workers: int = 0  # 0: one per CPU core
+    workers: int = 128  # 0: one per CPU core
 
 
 @dataclass(frozen=True)
