@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import gc
 import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -21,7 +22,8 @@ def modules_a_first_photo_loads(output_dir: Path) -> list[str]:
     """In a worker: resize one photo, and name the modules that loaded for it."""
     before = set(sys.modules)
     job = workers.Job("1", None, 1, ".sources/cat/1.jpg", "cat/1.jpg")
-    (result,) = workers._do(job, None, output_dir, DownloadSpec(), ImageSpec())  # type: ignore[arg-type]
+    (result,) = workers._do(job, None, threading.Semaphore(), output_dir,  # type: ignore[arg-type]
+                            DownloadSpec(), ImageSpec())
     assert isinstance(result, Resized), result
     return sorted(set(sys.modules) - before)
 
