@@ -139,7 +139,7 @@ class DownloadSpec:
 
 @dataclass(frozen=True)
 class ResizeSpec:
-    workers: int = 128  # 0: one per CPU core
+    workers: int = 0  # 0: one per CPU core
 
 
 @dataclass(frozen=True)

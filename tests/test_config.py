@@ -2,7 +2,16 @@ from pathlib import Path
 
 import pytest
 
-from harvester.config import ClassSpec, ConfigError, load_config
+from harvester.config import (
+    ClassSpec,
+    ConfigError,
+    DownloadSpec,
+    ExportSpec,
+    FlickrSpec,
+    ImageSpec,
+    ResizeSpec,
+    load_config,
+)
 from tests.conftest import write_config
 
 SEED_CONFIG = """\
@@ -35,6 +44,18 @@ def test_the_seed_projects_config_loads_unchanged(tmp_path: Path) -> None:
     assert config.image.longest_side == 240
     assert config.flickr.per_page == 500
     assert config.flickr.retries == 5
+
+
+def test_sections_left_out_take_the_defaults_the_readme_lists(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(SEED_CONFIG)
+    config = load_config(path)
+    # As the code's own defaults are: a section left out is the same as written empty.
+    assert (config.flickr, config.image, config.download, config.resize, config.export) == (
+        FlickrSpec(), ImageSpec(), DownloadSpec(), ResizeSpec(), ExportSpec())
+    assert config.download.workers == 128
+    assert config.resize.workers == 0  # one worker process per core
+    assert (config.image.longest_side, config.image.jpeg_quality) == (240, 90)
 
 
 def test_output_dir_is_relative_to_the_config_files_folder(tmp_path: Path) -> None:
