@@ -450,7 +450,8 @@ def _resize(raw: Any) -> ResizeSpec:
     key = "resize"
     entry = _mapping(raw, key)
     _no_unknown_keys(entry, key, {"workers"})
-    return ResizeSpec(workers=_integer(entry.get("workers", 0), f"{key}.workers", 0, 256))
+    return ResizeSpec(workers=_integer(entry.get("workers", ResizeSpec().workers),
+                                       f"{key}.workers", 0, 256))
 
 
 def _export(raw: Any) -> ExportSpec:
