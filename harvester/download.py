@@ -116,15 +116,15 @@ def make_session(spec: DownloadSpec, stopping: Any = None) -> requests.Session:
     adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=spec.workers)
     session = requests.Session()
     session.headers["User-Agent"] = "harvester (image-classification dataset builder)"
+    # Proxies and CA bundle read from the environment once, here, rather than on each of a
+    # harvest's requests (a third of a fetch's CPU). With NO_PROXY set, requests must judge
+    # each URL against it, so it keeps reading the environment for proxies itself.
+    session.verify = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+                      or True)
     proxies = urllib.request.getproxies()
     if not proxies.get("no"):
-        # Proxies and CA bundle read from the environment once, here, rather than on each
-        # of a harvest's requests (a third of a fetch's CPU). With NO_PROXY set, requests
-        # must judge each URL against it, so it keeps reading the environment itself.
         session.trust_env = False
         session.proxies = proxies
-        session.verify = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-                          or True)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
@@ -218,7 +218,7 @@ def fetch_source(
         return DownloadFailed(photo_id, reason, detail, attempt, **kind), None
 
     try:
-        with session.get(url, timeout=spec.timeout, stream=True) as response:
+        with _get(session, url, spec.timeout) as response:
             if response.status_code != 200:
                 status = response.status_code
                 return failed(f"http_{status}", response.reason or "",
@@ -253,6 +253,21 @@ def fetch_source(
     data = b"".join(chunks)
     write_atomically(target, data, durable=False)
     return Downloaded(photo_id, relative, size, hashlib.sha256(data).hexdigest(), attempt), data
+
+
+def _get(session: requests.Session, url: str, timeout: float) -> requests.Response:
+    """`session.get(url, stream=True)` for a quarter less CPU: a request prepared from the
+    session's headers alone and sent as it is (requests' "prepared requests").
+
+    `Session.get` would also merge the session's cookies, auth, params and hooks and the
+    environment's settings into each request: an image download has none of them (the
+    proxies and CA bundle are the session's, from `make_session`; with NO_PROXY set,
+    `send` still picks each URL's proxy). On Python 3.11 that merging is 0.15 ms of CPU a
+    photo, against 0.4 ms for the whole fetch of a 240 px image (bench/throughput.py's
+    stand-in, one thread).
+    """
+    request = requests.Request("GET", url, headers=session.headers).prepare()
+    return session.send(request, stream=True, timeout=timeout)
 
 
 def _declared_length(response: requests.Response) -> int:
