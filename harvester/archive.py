@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 from isal import igzip_threaded
 
+from harvester.errors import Stopped
 from harvester.files import replacing
 
 # Dataset images are JPEGs, which deflate cannot shrink: ISA-L's level 1 makes the same
@@ -29,7 +30,7 @@ GZIP_LEVEL = 1
 COMPRESSED_BLOCK = 1 << 20
 
 
-class ChangedFile(Exception):
+class ChangedFile(Stopped):
     """A file to pack is not what harvester wrote and recorded: packing it would hide that."""
 
     def __init__(self, member: str, path: Path) -> None:

@@ -14,14 +14,19 @@ from typing import Any
 from sqlite_utils import Database
 
 from harvester.config import ClassSpec
+from harvester.errors import UsageError
 from harvester.quota import HOUR
 
 SCHEMA = files("harvester").joinpath("schema.sql").read_text(encoding="utf-8")
 SCHEMA_VERSION = int(re.search(r"PRAGMA user_version = (\d+)", SCHEMA).group(1))  # type: ignore[union-attr]
 
 
-class UnusableDatabase(Exception):
+class UnusableDatabase(UsageError):
     """The harvest database is not one this harvester can read."""
+
+
+class NoHarvest(UsageError):
+    """There is no harvest database where the config says it would be."""
 
 
 def open_database(path: Path | None) -> Database:

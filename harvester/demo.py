@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from harvester.config import load_config
+from harvester.errors import UsageError
 from harvester.pipeline import Credentials, Outcome, harvest_locked, only_run
 from harvester.progress import ProgressSink
 from harvester.standin import StandIn, Universe
@@ -30,7 +31,7 @@ DEMO_UNIVERSE = {"seed": 2026, "photos_per_tag": {"sunset": 2400, "forest": 2400
 DEMO_KEY = "demo-key"
 
 
-class DemoFolderUnusable(Exception):
+class DemoFolderUnusable(UsageError):
     """The folder given for the demo cannot hold it without harming what is there."""
 
 

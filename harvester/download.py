@@ -25,6 +25,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from harvester.config import DownloadSpec
+from harvester.errors import Stopped
 from harvester.files import write_atomically
 from harvester.states import Photo, State, move, record_attempt
 
@@ -43,7 +44,7 @@ RETRY_AFTER_MAX = 30.0  # seconds
 log = logging.getLogger(__name__)
 
 
-class ImageHostFailing(Exception):
+class ImageHostFailing(Stopped):
     """Downloads keep failing with nothing getting through: stop, and resume later."""
 
 

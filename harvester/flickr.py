@@ -20,6 +20,7 @@ from tenacity import (
 )
 
 from harvester.config import ClassSpec, FlickrSpec
+from harvester.errors import Stopped
 from harvester.quota import Quota
 
 DEFAULT_REST_URL = "https://api.flickr.com/services/rest/"
@@ -42,7 +43,7 @@ WHAT_TO_FIX = {
 log = logging.getLogger(__name__)
 
 
-class FlickrFailure(Exception):
+class FlickrFailure(Stopped):
     """Flickr cannot be used right now; the run stops and `harvester resume` continues it."""
 
 

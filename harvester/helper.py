@@ -17,12 +17,13 @@ from types import TracebackType
 from typing import Any, NoReturn
 
 from harvester import forkserver
+from harvester.errors import Stopped
 
 # How long a helper may take to clean up after a stop before it is ended.
 STOP_GRACE_SECONDS = 5.0
 
 
-class HelperFailed(Exception):
+class HelperFailed(Stopped):
     """A helper process died, or hit a bug: the run stops, and resume does the work again."""
 
 

@@ -13,6 +13,8 @@ from sqlite_utils import Database
 from harvester import assign, dedupe, download, export, files, preview, stream, workers
 from harvester import db as queries
 from harvester.config import Config, ConfigError
+from harvester.db import NoHarvest
+from harvester.errors import UsageError
 from harvester.files import Locked, exclusive
 from harvester.flickr import DEFAULT_REST_URL, FlickrClient
 from harvester.progress import ProgressSink, Silent
@@ -22,15 +24,11 @@ from harvester.verify import Report, verify
 LOCK_FILE = "harvest.lock"
 
 
-class NoHarvest(Exception):
-    """There is no harvest database where the config says it would be."""
-
-
-class HarvestBusy(Exception):
+class HarvestBusy(UsageError):
     """Another harvester process is working on this output folder."""
 
 
-class MissingCredentials(Exception):
+class MissingCredentials(UsageError):
     """API_KEY or API_SECRET is not set."""
 
 

@@ -37,6 +37,7 @@ import requests
 from harvester import download, forkserver, resize
 from harvester.config import Config, DownloadSpec, ImageSpec
 from harvester.download import Downloaded, DownloadFailed
+from harvester.errors import Stopped
 from harvester.helper import picklable
 from harvester.resize import Rejected, Resized
 
@@ -77,7 +78,7 @@ Result = Downloaded | DownloadFailed | Resized | Rejected | Crashed
 Outcome = tuple[Result, ...]  # one photo's results, sent together
 
 
-class WorkerFailed(Exception):
+class WorkerFailed(Stopped):
     """A worker process died, or hit a bug: the run stops, and resume continues it."""
 
 

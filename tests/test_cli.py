@@ -1,11 +1,14 @@
 """The command line as a user drives it: messages and exit codes."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from harvester import pipeline
+from harvester.db import open_database
 from tests.conftest import KEYS, write_config
 
 
@@ -174,3 +177,25 @@ def test_a_database_of_another_layout_is_refused_not_misread(cli, config_path):
     assert result.exit_code == 2
     assert "made by another version of harvester" in result.stderr
     assert "set a new output_dir" in result.stderr
+
+
+def test_status_and_help_load_none_of_what_harvests(tmp_path):
+    # Users run `harvester status` again and again while a harvest runs: it starts in half
+    # the time when requests, flickrapi, Pillow and the worker code stay unloaded.
+    config = write_config(tmp_path)
+    open_database(tmp_path / "outputs" / "harvest.db").close()  # an empty harvest
+    harvesting = ["requests", "flickrapi", "PIL", "imagehash", "harvester.pipeline",
+                  "harvester.workers", "harvester.export"]
+    script = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from harvester.cli import app\n"
+        "for args in sys.argv[1:]:\n"
+        "    result = CliRunner().invoke(app, args.split('|'))\n"
+        "    assert result.exit_code == 0, result.output\n"
+        f"print(sorted(name for name in {harvesting!r} if name in sys.modules))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", script, f"status|-c|{config}", "--help", "status|--help"],
+        capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "['harvester.export']"  # for the runs' lines, only in status

@@ -13,7 +13,7 @@ import responses
 from PIL import Image
 from typer.testing import CliRunner
 
-from harvester import cli
+from harvester import demo
 from harvester.cli import app
 from harvester.config import load_config
 from harvester.db import open_database
@@ -147,7 +147,7 @@ def test_ctrl_c_in_the_demo_tells_how_to_continue_the_demo(tmp_path, monkeypatch
     def interrupted(folder, sink):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "run_demo", interrupted)
+    monkeypatch.setattr(demo, "run_demo", interrupted)  # as the command finds it
     result = CliRunner().invoke(app, ["demo", "-o", str(tmp_path / "d")])
     assert result.exit_code == 130
     assert f"`harvester demo -o {tmp_path / 'd'}` continues" in result.stderr
