@@ -13,8 +13,9 @@ aiohttp), then, `--runs` times and in turns:
   per core x 32 threads, and shards small enough that every process works to the end.
 It prints, per tool and size, the median photos/s, CPU ms per photo and peak memory (all
 processes of the tool together), the ratio of the two tools' photos/s (of their medians,
-and run by run), and the sum of a photo's parts measured alone in this process: one
-requests fetch of its URL and one decode/resize/encode (harvester.images.normalise).
+and run by run), and the sum of a photo's parts measured alone in this process after
+each pair of runs (the median of them): one requests fetch of its URL and one
+decode/resize/encode (harvester.images.normalise).
 
 CPU and memory (PSS, see `watch`) are sampled every 50 ms over the tool's whole process tree
 with psutil.
@@ -177,7 +178,8 @@ def run_img2dataset(program: Path, folder: Path, urls: list[str]) -> Measured:
 
 
 def parts(urls: list[str], sample: int = 500) -> tuple[float, float]:
-    """CPU ms of one fetch (harvester's requests session) and one normalise, each alone."""
+    """CPU ms of one fetch (a plain `get` on harvester's requests session) and one
+    normalise, each alone, over up to `sample` of `urls`."""
     session = make_session(DownloadSpec())
     chosen = urls[:sample]
     started = time.process_time()
@@ -221,7 +223,7 @@ def bench_size(source_size: int, photos: int, runs: int, program: Path) -> dict[
     with tempfile.TemporaryDirectory(prefix="harvester-bench-") as scratch, \
             standin(source_size, photos, Path(scratch)) as rest_url:
         ours, theirs = [], []
-        urls: list[str] = []
+        fetches, resizes = [], []
         for run in range(runs):
             folder = Path(scratch) / f"harvester-{run}"
             folder.mkdir()
@@ -230,10 +232,16 @@ def bench_size(source_size: int, photos: int, runs: int, program: Path) -> dict[
             other = Path(scratch) / f"img2dataset-{run}"
             other.mkdir()
             theirs.append(run_img2dataset(program, other, urls))
+            # The parts too, after each pair: measured once, they took whatever stretch of
+            # the machine that moment fell in (a 500 px resize 1.61 ms one time, 2.14 another).
+            fetch_ms, resize_ms = parts(urls[run::runs])
+            fetches.append(fetch_ms)
+            resizes.append(resize_ms)
             print(f"  run {run + 1}: harvester {ours[-1].per_second:.0f}/s, "
-                  f"img2dataset {theirs[-1].per_second:.0f}/s", file=sys.stderr)
-        fetch_ms, resize_ms = parts(urls)
-    return {"ours": ours, "theirs": theirs, "fetch_ms": fetch_ms, "resize_ms": resize_ms}
+                  f"img2dataset {theirs[-1].per_second:.0f}/s, "
+                  f"parts {fetch_ms:.2f} + {resize_ms:.2f} ms", file=sys.stderr)
+    return {"ours": ours, "theirs": theirs, "fetch_ms": median(fetches),
+            "resize_ms": median(resizes)}
 
 
 def median(values: list[float]) -> float:
