@@ -35,7 +35,7 @@ from harvester.states import State
 
 # What harvests, exports and checks (requests, flickrapi, Pillow, the workers: half of
 # what the command would load) is imported by the commands that use it, so that
-# `harvester status` and `--help` start in half the time.
+# `harvester status` and `--help` load in half the time.
 if TYPE_CHECKING:
     from harvester.pipeline import Outcome
 
