@@ -1,10 +1,11 @@
 """Benchmark: harvester at scale. `harvester status` on 1,000,000 photos; a 100,000-photo
-harvest's peak memory; and a re-run of that finished harvest.
+harvest's peak memory; a re-run of that finished harvest; and the same harvest killed
+halfway, then resumed.
 
-    .venv/bin/python bench/scale.py                       # both parts
+    .venv/bin/python bench/scale.py                       # all of it
     .venv/bin/python bench/scale.py --photos 0            # status only
-    .venv/bin/python bench/scale.py --status-rows 0       # the harvest only
-    .venv/bin/python bench/scale.py --status-rows 0 --download-workers 32
+    .venv/bin/python bench/scale.py --status-rows 0       # the harvests only
+    .venv/bin/python bench/scale.py --status-rows 0 --no-resume --download-workers 32
 
 status: a database of `--status-rows` synthetic photos over 4 classes (most in the
 dataset, some failed or rejected for a handful of reasons, some still on their way),
@@ -15,6 +16,12 @@ harvest: the stand-in (bench/standin_server.py, 240 px sources) serves `--photos
 photos over 2 classes; `harvester run` makes the dataset while its processes' memory is
 sampled (bench/throughput.py's `watch`), then runs again on the finished harvest. The
 harvest's `download.workers` is the config's default, or `--download-workers`.
+
+resume: the same harvest into a new output folder, killed with SIGKILL once half its
+photos are in the dataset's way (resized), as a crash or an OOM kill would; then
+`harvester resume`. It reports how soon the resume records its first photo (start-up,
+with a database of the whole search and half the photos done) and how long it takes
+to finish.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import argparse
 import json
 import os
 import random
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -30,6 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import yaml
 
 from harvester.db import open_database
@@ -95,7 +104,54 @@ def time_status(config: Path, repeat: int) -> list[float]:
     return seconds
 
 
-def harvest_at_scale(photos: int, download_workers: int | None = None) -> dict[str, object]:
+def photos_done(database: Path) -> int:
+    """Photos resized so far (those later assigned too), read while the harvest writes."""
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as db:
+            return db.execute("SELECT count(*) FROM photos "
+                              "WHERE state IN ('resized', 'assigned')").fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
+def killed_and_resumed(folder: Path, settings: dict[str, object], env: dict[str, str],
+                       photos: int) -> dict[str, object]:
+    """A harvest killed (SIGKILL) once half of `photos` are resized, then resumed."""
+    config = folder / "config.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    database = folder / "outputs" / "harvest.db"
+    harvest = subprocess.Popen([sys.executable, "-m", "harvester", "run", "-c", str(config)],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tree = psutil.Process(harvest.pid)
+    while (done := photos_done(database)) < photos // 2:
+        if harvest.poll() is not None:
+            sys.exit(f"the harvest to kill ended first ({harvest.returncode})")
+        time.sleep(0.2)
+    workers = tree.children(recursive=True)
+    harvest.kill()
+    harvest.wait()
+    psutil.wait_procs(workers, timeout=30)  # they end themselves once the harvest is gone
+    done = photos_done(database)
+    started = time.perf_counter()
+    resume = subprocess.Popen([sys.executable, "-m", "harvester", "resume", "-c", str(config)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    first_photo = None
+    while resume.poll() is None:
+        if first_photo is None and photos_done(database) > done:
+            first_photo = time.perf_counter() - started
+        time.sleep(0.02 if first_photo is None else 0.5)
+    seconds = time.perf_counter() - started
+    assert resume.stderr is not None
+    if resume.returncode != 0:
+        sys.exit(f"the resume failed:\n{resume.stderr.read()[-3000:]}")
+    return {"killed_with_photos_resized": done,
+            "resume_first_photo_seconds": None if first_photo is None else round(first_photo, 2),
+            "resume_seconds": round(seconds, 1)}
+
+
+def harvest_at_scale(photos: int, download_workers: int | None = None,
+                     resume: bool = True) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="harvester-scale-") as scratch:
         folder = Path(scratch)
         server = subprocess.Popen(
@@ -127,6 +183,9 @@ def harvest_at_scale(photos: int, download_workers: int | None = None) -> dict[s
             again, rerun_seconds, _, _, _ = watch(command, env=env)
             if again.returncode != 0:
                 sys.exit(f"the re-run failed:\n{again.stderr[-3000:]}")
+            if resume:
+                (folder / "killed").mkdir()
+                resumed = killed_and_resumed(folder / "killed", settings, env, photos)
         finally:
             server.stdin.close()
             server.wait(timeout=60)
@@ -136,7 +195,7 @@ def harvest_at_scale(photos: int, download_workers: int | None = None) -> dict[s
             "cpu_ms_per_photo": round(1000 * cpu / kept, 2),
             "peak_mb_pss_all_processes": round(peak / 2**20),
             "peak_mb_pss_main_process": round(peak_main / 2**20),
-            "rerun_seconds": round(rerun_seconds, 2)}
+            "rerun_seconds": round(rerun_seconds, 2), **(resumed if resume else {})}
 
 
 def main() -> None:
@@ -146,6 +205,8 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=100_000, help="photos harvested")
     parser.add_argument("--download-workers", type=int,
                         help="the harvest's download.workers (default: the config's default)")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="skip the harvest killed halfway and resumed")
     args = parser.parse_args()
     report: dict[str, object] = {}
     if args.status_rows:
@@ -157,7 +218,8 @@ def main() -> None:
                             "max_seconds": round(max(seconds), 2)}
         print(json.dumps(report["status"]), file=sys.stderr)
     if args.photos:
-        report["harvest"] = harvest_at_scale(args.photos, args.download_workers)
+        report["harvest"] = harvest_at_scale(args.photos, args.download_workers,
+                                             resume=not args.no_resume)
     print(json.dumps(report, indent=2))
 
 
