@@ -18,10 +18,9 @@ sampled (bench/throughput.py's `watch`), then runs again on the finished harvest
 harvest's `download.workers` is the config's default, or `--download-workers`.
 
 resume: the same harvest into a new output folder, killed with SIGKILL once half its
-photos are in the dataset's way (resized), as a crash or an OOM kill would; then
-`harvester resume`. It reports how soon the resume records its first photo (start-up,
-with a database of the whole search and half the photos done) and how long it takes
-to finish.
+photos are resized, as a crash or an OOM kill would; then `harvester resume`. It reports
+how soon the resume records its first photo (its start-up, on a database half done) and
+how long it takes to finish.
 """
 
 from __future__ import annotations
