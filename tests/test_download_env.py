@@ -8,6 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import responses
 
 from harvester import download
 from harvester.config import DownloadSpec
@@ -92,3 +93,28 @@ def test_the_ca_bundle_the_environment_names_checks_image_hosts(
         monkeypatch.setenv("no_proxy", no_proxy)
 
     assert download.make_session(DownloadSpec()).verify == str(bundle)
+
+
+@responses.activate
+def test_each_download_sends_the_session_headers_and_only_its_own_url_credentials(tmp_path):
+    # Every download's request is a copy of one prepared GET: a URL's user and password
+    # must go with that download alone.
+    body = jpeg()
+    urls = {"1": "http://user:secret@images.invalid/1_a_m.jpg",
+            "2": "http://images.invalid/2_b_m.jpg"}
+    for url in urls.values():
+        responses.get(url, body=body, content_type="image/jpeg")
+    spec = DownloadSpec(retries=0)
+    session = download.make_session(spec)
+
+    for photo_id, url in urls.items():
+        outcome, _ = download.fetch_source(session, tmp_path, spec, photo_id, url,
+                                           f".sources/cat/{photo_id}.jpg", attempt=1)
+        assert isinstance(outcome, download.Downloaded), outcome
+
+    first, second = (call.request for call in responses.calls)
+    assert first.headers["Authorization"] == "Basic dXNlcjpzZWNyZXQ="  # user:secret
+    assert "Authorization" not in second.headers
+    assert (first.url, second.url) == (urls["1"], urls["2"])
+    assert {first.headers["User-Agent"], second.headers["User-Agent"]} == {
+        session.headers["User-Agent"]}
