@@ -85,8 +85,9 @@ def write_part(target: Path, members: Iterable[Member]) -> int:
     """The last part of a `write_parted` archive: `members`, then the tar's end, as one gzip
     stream in the file `target`. Returns how many members it holds."""
     count = 0
-    # Not durable: the archive it is copied into is, and the part is then removed.
-    with replacing(target, durable=False) as handle, _gzip_tar(handle, last=True) as tar:
+    # A plain file: read only once it is whole (its writer has returned), and not durable,
+    # as the archive it is copied into is, and it is removed then.
+    with target.open("wb") as handle, _gzip_tar(handle, last=True) as tar:
         for member in members:
             add(tar, member)
             count += 1
