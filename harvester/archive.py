@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import shutil
 import tarfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,69 +52,28 @@ class Member:
     sha256: str | None = None  # what the file's bytes should hash to, when recorded
 
 
-def write_parted(target: Path, head: Iterable[Member], tail: Callable[[], Path],
-                 added: Callable[[], object] = lambda: None) -> str:
-    """A .tgz of `head`'s members, then of the part `tail()` returns (see `write_part`),
-    written to a temporary file and renamed over `target`; returns its sha256.
-
-    Two processes can write one archive at once this way: a gzip file may hold several
-    gzip streams one after the other, which every gunzip reads as one, and the tar in them
-    ends only where the last part ends it. `tail` is called once the head is written (it
-    may wait for the process writing the part); the part's file is removed once copied.
-    `added` is called after each of the head's members. The sha256 is taken of the bytes
-    as they are written, not read back.
-    """
-    digest = hashlib.sha256()
-    with replacing(target) as handle:
-        stream = _Digesting(handle, digest)
-        with _gzip_tar(stream, last=False) as tar:
-            for member in head:
-                add(tar, member)
-                added()
-        part = tail()
-        try:
-            with part.open("rb") as written:
-                shutil.copyfileobj(written, stream, COMPRESSED_BLOCK)
-        finally:
-            part.unlink(missing_ok=True)
-    return digest.hexdigest()
-
-
-def write_part(target: Path, members: Iterable[Member]) -> int:
-    """The last part of a `write_parted` archive: `members`, then the tar's end, as one gzip
-    stream in the file `target`. Returns how many members it holds."""
-    count = 0
-    # A plain file: read only once it is whole (its writer has returned), and not durable,
-    # as the archive it is copied into is, and it is removed then.
-    with target.open("wb") as handle, _gzip_tar(handle, last=True) as tar:
-        for member in members:
-            add(tar, member)
-            count += 1
-    return count
-
-
 @contextmanager
-def _gzip_tar(stream: BinaryIO | _Digesting, last: bool) -> Iterator[tarfile.TarFile]:
-    """Tar members written as one gzip stream to `stream`; the tar's end-of-archive blocks
-    only if this is the `last` part.
+def tar_writer(target: Path, compressed: bool,
+               digest: hashlib._Hash | None = None) -> Iterator[tarfile.TarFile]:
+    """A tar (gzipped or not) written to a temporary file and renamed over `target`.
 
-    Deflated on a thread of its own while this one builds the tar (ISA-L lets go of the
-    GIL). The bytes depend on the block size, not on the thread; the header has no file name
-    and time 0: nothing of this machine or moment.
+    `digest` (a hashlib object) is fed every byte of the file as it is written: the
+    archive's sha256 without reading it back.
     """
-    compressed = igzip_threaded.open(stream, "wb", compresslevel=GZIP_LEVEL, threads=1,
-                                     block_size=COMPRESSED_BLOCK)
-    try:
-        # Written straight through (not tarfile's stream mode, which would end the tar on
-        # closing); the position tarfile asks for once, at the start, is the part's own.
-        tar = tarfile.TarFile(fileobj=_Positioned(compressed), mode="w",  # type: ignore[arg-type]
-                              format=tarfile.PAX_FORMAT)
-        yield tar
-        if last:
-            tar.close()  # two zero blocks, then zeros to the end of a 10 KiB record
-        # A part that is not the last is left open: the tar goes on in the next part.
-    finally:
-        compressed.close()
+    with replacing(target) as handle:
+        stream: BinaryIO = handle if digest is None else _Digesting(handle, digest)  # type: ignore[assignment]
+        if compressed:
+            # Deflated on a thread of its own while this one builds the tar (ISA-L lets go
+            # of the GIL). The bytes depend on the block size, not on the thread; the header
+            # has no file name and time 0: nothing of this machine or moment.
+            stream = igzip_threaded.open(stream, "wb", compresslevel=GZIP_LEVEL, threads=1,
+                                         block_size=COMPRESSED_BLOCK)
+        try:
+            with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                yield tar
+        finally:
+            if compressed:
+                stream.close()
 
 
 def add(tar: tarfile.TarFile, member: Member) -> None:
@@ -137,28 +95,10 @@ def add(tar: tarfile.TarFile, member: Member) -> None:
         tar.addfile(info, io.BytesIO(data))
 
 
-def write(target: Path, members: Iterable[Member]) -> None:
-    """An uncompressed tar of `members` (a WebDataset shard), written to a temporary file
-    and renamed over `target`."""
-    with (replacing(target) as handle,
-          tarfile.open(fileobj=handle, mode="w|", format=tarfile.PAX_FORMAT) as tar):
+def write(target: Path, members: Iterable[Member], compressed: bool) -> None:
+    with tar_writer(target, compressed) as tar:
         for member in members:
             add(tar, member)
-
-
-class _Positioned:
-    """A stream written to, which tells how much has been written: all tarfile asks of it."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self.stream = stream
-        self.written = 0
-
-    def write(self, data: bytes) -> int:
-        self.written += len(data)
-        return self.stream.write(data)
-
-    def tell(self) -> int:
-        return self.written
 
 
 class _Digesting:

@@ -27,18 +27,16 @@ SUMMARY_FILE = "summary.txt"
 ATTRIBUTION_CSV = "attribution.csv"
 ATTRIBUTION_MD = "ATTRIBUTION.md"
 ARCHIVE_FILE = "dataset.tgz"
-# The archive's tail, written by the helper and copied into the archive (see write_archive).
-ARCHIVE_TAIL = f".{ARCHIVE_FILE}.tail.part"
 # Written before the archive, and packed into it. Not summary.txt: it reports on the
 # harvest (its runs, the archive's own sha256), which would change the archive's bytes.
 DOCUMENTS = (SPLIT_FILE, URLS_FILE, ATTRIBUTION_CSV, ATTRIBUTION_MD, CARD_FILE)
 ALL_RIGHTS_RESERVED = "0"
 ATTRIBUTION_COLUMNS = ("path", "photo_id", "title", "owner", "owner_name", "license",
                        "license_name", "license_url", "page_url")
-# From this many photos, the documents, the split folders and the archive's tail are written
-# by a helper process while this one packs the archive's head (see `write_archive`); a
-# smaller dataset's are written here sooner than a helper could start and import the export
-# (0.1 s, and 0.4 s more where the fork server is not running yet, as in `harvester export`).
+# From this many photos, the documents and split folders are written by a helper process
+# while this one builds the archive (0.3 and 0.6 s at 5,000 photos); a smaller dataset's
+# are written here sooner than a helper could start and import the export (0.1 s, and
+# 0.4 s more where the fork server is not running yet, as in `harvester export`).
 HELPER_MIN_PHOTOS = 2000
 
 
@@ -52,8 +50,8 @@ def run(db: Database, config: Config, sink: ProgressSink | None = None,
     """
     sink = sink or Silent()
     out = config.output_dir
-    # What a killed export left half written here (the archive, its tail, a document).
-    # Under the output folder's lock: nothing else writes here meanwhile.
+    # What a killed export left half written here (the archive, a document). Under the
+    # output folder's lock: nothing else writes here meanwhile.
     remove_partial_files(out)
     remove_rejected_images(db, config)
     fingerprint = inputs_fingerprint(db, config)
@@ -63,19 +61,15 @@ def run(db: Database, config: Config, sink: ProgressSink | None = None,
         kept.append(_artifact(out, SUMMARY_FILE))
         queries.record_export(db, kept, fingerprint)
         return [out / row["path"] for row in kept]
-    try:
-        if queries.dataset_size(db) >= HELPER_MIN_PHOTOS:
-            # Written by a helper process, with the archive's tail, while this one writes the
-            # archive's head (see `write_archive`).
-            with Helper(write_beside_archive, config) as helper:
-                archive_sha256 = write_archive(db, config, sink, tail=helper.result)
-            written, _ = helper.result()
-        else:
-            beside = write_beside_archive(config, db, sink)
-            archive_sha256 = write_archive(db, config, sink, tail=lambda: beside)
-            written, _ = beside
-    finally:
-        (out / ARCHIVE_TAIL).unlink(missing_ok=True)  # written, but never copied: stopped
+    if queries.dataset_size(db) >= HELPER_MIN_PHOTOS:
+        # Written by a helper process while this one builds the archive, which packs them last.
+        with Helper(write_beside_archive, config) as beside:
+            archive_sha256 = write_archive(db, config, out / ARCHIVE_FILE, sink,
+                                           beside_written=beside.result)
+        written = beside.result()
+    else:
+        written = write_beside_archive(config, db, sink)
+        archive_sha256 = write_archive(db, config, out / ARCHIVE_FILE, sink)
     written.append(ARCHIVE_FILE)
     if config.export.webdataset_shard_size:
         written += layouts.write_webdataset(db, config, sink)
@@ -91,10 +85,9 @@ def run(db: Database, config: Config, sink: ProgressSink | None = None,
 
 
 def write_beside_archive(config: Config, db: Database | None = None,
-                         sink: ProgressSink | None = None) -> tuple[list[str], int]:
-    """The documents, the split folders of the layout, and the archive's tail (see
-    `write_archive`), which packs them. Returns the files written, and how many members the
-    tail holds. Without `db`, in a helper process: opens the database read-only."""
+                         sink: ProgressSink | None = None) -> list[str]:
+    """The documents, and the split folders of the layout; returns the files the archive
+    packs of them. Without `db`, in a helper process: opens the database read-only."""
     own = db is None
     db = queries.open_for_reading(config.database_path) if db is None else db
     try:
@@ -115,7 +108,7 @@ def write_beside_archive(config: Config, db: Database | None = None,
             written += layouts.write_split_tree(db, config, sink or Silent())
         else:
             layouts.remove_folder(out / layouts.SPLIT_TREE)
-        return written, archive.write_part(out / ARCHIVE_TAIL, tail_members(db, config))
+        return written
     finally:
         if own:
             db.close()
@@ -291,32 +284,28 @@ def license_counts(db: Database) -> dict[str, int]:
     }
 
 
-def write_archive(db: Database, config: Config, sink: ProgressSink,
-                  tail: Callable[[], tuple[list[str], int]]) -> str:
+def write_archive(db: Database, config: Config, target: Path, sink: ProgressSink,
+                  beside_written: Callable[[], object] = lambda: None) -> str:
     """dataset.tgz: the image trees of the layout and the documents, byte-reproducible.
     Returns its sha256.
 
-    Written in two parts, by two processes at once from 2,000 photos: this one packs the
-    head, the members holding the images' bytes; `write_beside_archive`, which `tail()`
-    waits for, writes the documents and split folders, then packs the tail: the split
-    tree's links to the head's images, and the documents. At 5,000 photos the head still
-    takes longer, and an export 0.74 s instead of 0.84 s with the whole archive packed here
-    (medians of 15, alternating; bench/throughput.py's stand-in at 240 px).
+    `beside_written` returns once the documents and split folders are written (by a helper):
+    the archive packs them last.
     """
-    out = config.output_dir
+    digest = hashlib.sha256()
     # Streamed, not listed (a member is a few hundred bytes, and a 100,000-photo dataset
     # has twice that many of them), so counted by the database.
     sink.start("archive", total=archive_member_count(db, config))
-
-    def tail_written() -> Path:
-        _, members = tail()
-        sink.advance("archive", members)
-        return out / ARCHIVE_TAIL
-
-    sha256 = archive.write_parted(out / ARCHIVE_FILE, head_members(db, config), tail_written,
-                                  added=lambda: sink.advance("archive"))
+    with archive.tar_writer(target, compressed=True, digest=digest) as tar:
+        for member in image_members(db, config):
+            archive.add(tar, member)
+            sink.advance("archive")
+        beside_written()
+        for member in document_members(config):
+            archive.add(tar, member)
+            sink.advance("archive")
     sink.finish("archive")
-    return sha256
+    return digest.hexdigest()
 
 
 def archive_members(db: Database, config: Config) -> Iterator[Member]:
@@ -324,13 +313,12 @@ def archive_members(db: Database, config: Config) -> Iterator[Member]:
 
     With both trees, the split tree's images are hard links to the class tree's: stored once.
     """
-    yield from head_members(db, config)
-    yield from tail_members(db, config)
+    yield from image_members(db, config)
+    yield from document_members(config)
 
 
-def head_members(db: Database, config: Config) -> Iterator[Member]:
-    """The archive's members that hold the images' bytes: the class tree, or the split tree
-    when it is the only one. Made of the database and these files alone."""
+def image_members(db: Database, config: Config) -> Iterator[Member]:
+    """The archive's image trees, made of the database and the class tree's files alone."""
     out = config.output_dir
     if config.export.class_tree:
         for name in sorted(spec.name for spec in config.classes):
@@ -338,16 +326,13 @@ def head_members(db: Database, config: Config) -> Iterator[Member]:
         for photo in queries.dataset_photos(db):
             yield Member(photo["path"], "file", source=out / photo["path"],
                          sha256=photo["file_sha256"])
-    elif config.export.split_tree:
-        yield from layouts.split_tree_members(db, config, linked_to_class_tree=False)
+    if config.export.split_tree:
+        yield from layouts.split_tree_members(db, config, config.export.class_tree)
 
 
-def tail_members(db: Database, config: Config) -> Iterator[Member]:
-    """The rest: the split tree's links to the class tree's images, and the files written
-    by `write_beside_archive`."""
+def document_members(config: Config) -> Iterator[Member]:
+    """The archive's files written by `write_beside_archive`."""
     out = config.output_dir
-    if config.export.class_tree and config.export.split_tree:
-        yield from layouts.split_tree_members(db, config, linked_to_class_tree=True)
     if config.export.split_tree:
         for split in layouts.SPLITS:
             name = f"{layouts.SPLIT_TREE}/{split}/{layouts.METADATA_JSONL}"

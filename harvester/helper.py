@@ -1,10 +1,9 @@
 """One function run in a process of its own, beside the harvest's: its result, or its error.
 
-The export has its documents, split folders and the archive's tail written by a helper
-while it packs the archive's head itself: Python runs one thread at a time in a process,
-and the two jobs take about as long. A helper is started from the workers' fork server
-(see `forkserver`), so it starts in milliseconds, with none of this process's open files
-or threads.
+The export has its documents and split folders written by a helper while it builds the
+archive itself: Python runs one thread at a time in a process, and the two jobs take about
+as long. A helper is started from the workers' fork server (see `forkserver`), so it starts
+in milliseconds, with none of this process's open files or threads.
 """
 
 from __future__ import annotations

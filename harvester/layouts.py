@@ -126,7 +126,7 @@ def write_webdataset(
             for number, start in enumerate(range(0, len(photos), size)):
                 name = f"{split}-{number:06d}.tar"
                 chunk = photos[start:start + size]
-                archive.write(folder / name, _samples(out, chunk, labels))
+                archive.write(folder / name, _samples(out, chunk, labels), compressed=False)
                 shards.append(f"{WEBDATASET_DIR}/{name}")
                 sink.advance(f"{split} shards", len(chunk))
             sink.finish(f"{split} shards")
