@@ -282,7 +282,11 @@ _BLANK_GETS: weakref.WeakKeyDictionary[requests.Session, requests.PreparedReques
 
 
 def _blank_get(session: requests.Session) -> requests.PreparedRequest:
-    """A GET with the session's headers and no URL yet: copied for each of its downloads."""
+    """A GET with the session's headers and no URL yet: copied for each of its downloads.
+
+    Made at the session's first download, with its headers as they are then (`make_session`
+    sets them all). A copy shares the blank's hooks, which nothing here changes.
+    """
     blank = _BLANK_GETS.get(session)
     if blank is None:  # two threads may both make one: either will do
         blank = requests.Request("GET", "http://127.0.0.1/", headers=session.headers).prepare()
