@@ -9,8 +9,10 @@ import threading
 import warnings
 from dataclasses import dataclass
 from functools import cache
+from types import ModuleType
 
 import imagehash
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 
@@ -61,10 +63,7 @@ def normalise(data: bytes, longest_side: int, quality: int) -> Normalised | Unus
                 ImageOps.exif_transpose(image, in_place=True)  # upright, without a copy
                 rgb = _to_rgb(image)
                 target = fitted_size(rgb.width, rgb.height, longest_side)
-                # After draft mode the last step is a factor between 1/2 and 1: an
-                # antialiased bilinear filter (torchvision's default) costs half of Lanczos
-                # there, and looks the same at 240 px.
-                resized = rgb.resize(target, Image.Resampling.BILINEAR, reducing_gap=3.0)
+                resized = _last_step(rgb, target)
                 out = io.BytesIO()
                 # No exif= or icc_profile=, and an empty comment (Pillow copies the
                 # source's): the output carries no metadata. (optimize=True would save a
@@ -82,6 +81,36 @@ def normalise(data: bytes, longest_side: int, quality: int) -> Normalised | Unus
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
         return Unusable("corrupt", f"{type(error).__name__}: {error}")
     return Normalised(jpeg, *target, pixels_sha256=pixels, phash=phash, kept=kept)
+
+
+# A last step at least this close to 1 is OpenCV's plain bilinear resize (see _last_step).
+SMALL_STEP = 0.9
+
+
+def _last_step(rgb: Image.Image, target: tuple[int, int]) -> Image.Image:
+    """`rgb` resized to `target`, after draft mode: a factor between 1/2 and 1."""
+    if min(target[0] / rgb.width, target[1] / rgb.height) >= SMALL_STEP:
+        # A small step, as from Flickr's 500 px and 1024 px renditions after draft mode
+        # (250 or 256 px to 240): OpenCV's bilinear resize, vectorised, takes a quarter of
+        # Pillow's time (0.11 against 0.44 ms at 250 to 240 px, with the copies), and is
+        # within 0.6 dB of Pillow's filter (PSNR against a Lanczos resize of the whole
+        # source), above or below it. It samples 2x2 pixels, which a larger step would alias.
+        return Image.fromarray(_opencv().resize(
+            np.asarray(rgb), target, interpolation=_opencv().INTER_LINEAR))
+    # An antialiased bilinear filter (torchvision's default) costs half of Lanczos here,
+    # and looks the same at 240 px.
+    return rgb.resize(target, Image.Resampling.BILINEAR, reducing_gap=3.0)
+
+
+@cache
+def _opencv() -> ModuleType:
+    """OpenCV, loaded by what resizes (the workers, where the fork server preloads it),
+    not by every command."""
+    import cv2
+
+    # One photo per thread: OpenCV's own pool of threads would only compete for the cores.
+    cv2.setNumThreads(0)
+    return cv2
 
 
 def _keepable(image: Image.Image, longest_side: int, quality: int) -> bool:

@@ -184,7 +184,7 @@ def test_status_and_help_load_none_of_what_harvests(tmp_path):
     # the time when requests, flickrapi, Pillow and the worker code stay unloaded.
     config = write_config(tmp_path)
     open_database(tmp_path / "outputs" / "harvest.db").close()  # an empty harvest
-    harvesting = ["requests", "flickrapi", "PIL", "imagehash", "harvester.pipeline",
+    harvesting = ["requests", "flickrapi", "PIL", "imagehash", "cv2", "harvester.pipeline",
                   "harvester.workers", "harvester.export"]
     script = (
         "import sys\n"

@@ -28,11 +28,14 @@ def modules_a_first_photo_loads(output_dir: Path) -> list[str]:
     return sorted(set(sys.modules) - before)
 
 
-def test_the_fork_server_has_loaded_what_a_workers_first_photo_needs(tmp_path):
+# A source whose last step is large (Pillow's filter) and one whose last step is small
+# (OpenCV's; see harvester/images.py).
+@pytest.mark.parametrize("size", [(800, 600), (500, 375)])
+def test_the_fork_server_has_loaded_what_a_workers_first_photo_needs(tmp_path, size):
     # Else each worker loads it at its first photo, at the start of every run (scipy,
     # for imagehash's pHash, is a quarter of a second).
     (tmp_path / ".sources" / "cat").mkdir(parents=True)
-    (tmp_path / ".sources" / "cat" / "1.jpg").write_bytes(jpeg(800, 600))
+    (tmp_path / ".sources" / "cat" / "1.jpg").write_bytes(jpeg(*size))
     with ProcessPoolExecutor(1, mp_context=forkserver.context()) as pool:
         loaded = pool.submit(modules_a_first_photo_loads, tmp_path).result()
     assert loaded == []
