@@ -14,12 +14,10 @@ import threading
 
 # Loaded once by the server, then shared by every worker it forks: the workers' code, and
 # what their first photo would load otherwise: the DCT that imagehash's pHash imports (a
-# quarter of a second in each worker), OpenCV (16 MB in each worker, shared this way), and
-# the image formats Pillow's first open imports (Image.preinit). A module that is not
-# there is skipped.
-PRELOAD = ["harvester.workers", "scipy.fftpack", "cv2", "PIL.BmpImagePlugin",
-           "PIL.GifImagePlugin", "PIL.JpegImagePlugin", "PIL.PpmImagePlugin",
-           "PIL.PngImagePlugin"]
+# quarter of a second in each worker), and the image formats Pillow's first open imports
+# (Image.preinit). A module that is not there is skipped.
+PRELOAD = ["harvester.workers", "scipy.fftpack", "PIL.BmpImagePlugin", "PIL.GifImagePlugin",
+           "PIL.JpegImagePlugin", "PIL.PpmImagePlugin", "PIL.PngImagePlugin"]
 
 
 def context() -> multiprocessing.context.ForkServerContext:

@@ -24,9 +24,9 @@ def test_the_longest_side_becomes_exactly_the_target(size, expected):
 
 
 # After draft mode, the last step from these is small (500 to 250 to 240 px, 1024 to 256,
-# 532 to 266, 260) or large (800 to 400, 640 to 320, 478 to 240).
-@pytest.mark.parametrize("size", [
-    (500, 375), (1024, 768), (532, 399), (260, 195), (800, 600), (640, 480), (478, 359)])
+# 532 to 266, 260) or large (533 to 267, 800 to 400, 640 to 320, 478 to 240).
+@pytest.mark.parametrize("size", [(500, 375), (1024, 768), (532, 399), (260, 195),
+                                  (533, 400), (800, 600), (640, 480), (478, 359)])
 def test_a_resized_photo_is_as_faithful_as_pillows_antialiased_resize(size):
     source = detailed(*size)
     result = normalise(source, 240, 90)
@@ -38,7 +38,8 @@ def test_a_resized_photo_is_as_faithful_as_pillows_antialiased_resize(size):
         pillows = drafted.convert("RGB").resize(careful.size, Image.Resampling.BILINEAR)
     pillows_jpeg = Image.open(io.BytesIO(encoded(pillows, "JPEG", quality=90)))
     # Within 0.6 dB of Pillow's filter, measured against a Lanczos resize of the whole
-    # source: a filter that aliases (nearest, or 2x2 bilinear on a large step) is 2-4 dB off.
+    # source. This holds the quality, not the exact step where OpenCV takes over: a filter
+    # that aliases (nearest, or 2x2 bilinear on a large step) is 0.8 to 4.5 dB off here.
     assert psnr(decoded(result), careful) >= psnr(pillows_jpeg, careful) - 0.6
 
 
@@ -59,12 +60,15 @@ def test_exif_orientation_is_applied_so_photos_stand_upright(size):
     assert not image.getexif()  # no metadata in the output
 
 
+@pytest.mark.parametrize("size", [(400, 300), (260, 195)])  # a large last step, a small one
 @pytest.mark.parametrize(("mode", "format"), [
     ("CMYK", "JPEG"), ("L", "JPEG"), ("P", "PNG"), ("P", "GIF"), ("RGB", "WEBP"), ("I;16", "PNG"),
+    ("RGBA", "PNG"),
 ])
-def test_every_colour_mode_and_format_becomes_rgb_jpeg(mode, format):
-    source = halves(400, 300).convert(mode) if mode != "I;16" else Image.new("I;16", (400, 300))
-    decoded(normalise(encoded(source, format), 240, 90))
+def test_every_colour_mode_and_format_becomes_rgb_jpeg(mode, format, size):
+    source = halves(*size).convert(mode) if mode != "I;16" else Image.new("I;16", size)
+    image = decoded(normalise(encoded(source, format), 240, 90))
+    assert image.size == (240, 180)
 
 
 def test_transparency_is_flattened_on_white():
