@@ -89,7 +89,8 @@ SMALL_STEP = 0.9
 
 
 def _last_step(rgb: Image.Image, target: tuple[int, int]) -> Image.Image:
-    """`rgb` resized to `target`: after draft mode, by a factor between 1/2 and 1."""
+    """`rgb` resized to `target`: by a factor between 1/2 and 1 after JPEG draft mode, by
+    any factor for other formats."""
     if target == rgb.size:
         return rgb  # only re-encoded (its metadata, its format or its quality)
     if min(target[0] / rgb.width, target[1] / rgb.height) >= SMALL_STEP:
