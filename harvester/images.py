@@ -100,8 +100,8 @@ def _last_step(rgb: Image.Image, target: tuple[int, int]) -> Image.Image:
         # 240 px, with the copies), and is within 0.6 dB of Pillow's filter (PSNR against a
         # Lanczos resize of the whole source), above or below it. It samples 2x2 pixels,
         # which a larger step would alias (0.8 to 4.5 dB worse than Pillow's).
-        return Image.fromarray(_opencv().resize(
-            np.asarray(rgb), target, interpolation=_opencv().INTER_LINEAR))
+        cv2 = _opencv()
+        return Image.fromarray(cv2.resize(np.asarray(rgb), target, interpolation=cv2.INTER_LINEAR))
     # An antialiased bilinear filter (torchvision's default) costs half of Lanczos here,
     # and looks the same at 240 px. (reducing_gap: sources without draft mode, PNG say.)
     return rgb.resize(target, Image.Resampling.BILINEAR, reducing_gap=3.0)
