@@ -1,6 +1,7 @@
 """The command line as a user drives it: messages and exit codes."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -199,3 +200,27 @@ def test_status_and_help_load_none_of_what_harvests(tmp_path):
         [sys.executable, "-c", script, f"status|-c|{config}", "--help", "status|--help"],
         capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "['harvester.export']"  # for the runs' lines, only in status
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_the_command_leaves_no_idle_thread_spinning(tmp_path):
+    # numpy's OpenBLAS would start a thread per core, which spins a tenth of a second of
+    # CPU before it sleeps: a third of what `harvester status` costs the machine.
+    config = write_config(tmp_path)
+    open_database(tmp_path / "outputs" / "harvest.db").close()
+    script = (
+        "import os, sys\n"
+        "from harvester.__main__ import main\n"
+        f"sys.argv = ['harvester', 'status', '-c', {str(config)!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as end:\n"
+        "    assert not end.code, end.code\n"
+        "print(len(os.listdir('/proc/self/task')), 'numpy' in sys.modules)\n"
+    )
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    threads, numpy = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                                    text=True, check=True, env=env).stdout.split()[-2:]
+    assert numpy == "True"  # sqlite-utils loads it
+    assert threads == "1"

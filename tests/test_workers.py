@@ -61,6 +61,8 @@ def test_the_command_starts_the_fork_server_before_the_cli_only_to_harvest(
     # The command hides pandas from sqlite-utils; put back after the test, for the tests'
     # Hugging Face datasets, which need it.
     monkeypatch.setitem(sys.modules, "pandas", sys.modules.get("pandas"))
+    # And sets OpenBLAS's threads for the processes it starts: unset again after the test.
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     # The command's last act (it spares the ending process a garbage collection) would
     # keep this test process's objects from ever being collected.
     monkeypatch.setattr(gc, "freeze", lambda: started.append("freeze"))
