@@ -168,13 +168,18 @@ def run_img2dataset(program: Path, folder: Path, urls: list[str]) -> Measured:
     # img2dataset hands each process whole shards: four per process keep them all busy
     # to the end (one shard of 10,000, its default, would leave all but one idle).
     shard = math.ceil(len(urls) / (4 * processes))
+    # albumentations, which img2dataset imports in each of its processes, asks PyPI for its
+    # latest version as it loads, waiting up to 2 s for the answer: on a machine without
+    # the internet (as the benchmark's) it waits in vain, and a benchmark should send no
+    # such request anyway. Its own switch turns the check off.
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
     result, seconds, cpu, peak, _ = watch([
         str(program), "--url_list", str(url_list), "--input_format", "txt",
         "--output_format", "files", "--output_folder", str(folder / "out"),
         "--image_size", "240", "--resize_mode", "keep_ratio_largest", "--encode_quality", "90",
         "--processes_count", str(processes), "--thread_count", "32",
         "--number_sample_per_shard", str(shard), "--enable_wandb", "False",
-    ], cwd=folder)
+    ], env=env, cwd=folder)
     if result.returncode != 0:
         sys.exit(f"img2dataset failed ({result.returncode}):\n{result.stderr[-3000:]}")
     successes = sum(json.loads(stats.read_text())["successes"]
