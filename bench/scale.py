@@ -173,13 +173,13 @@ def harvest_at_scale(photos: int, download_workers: int | None = None,
             env = {**os.environ, "API_KEY": "bench", "API_SECRET": "bench",
                    "FLICKR_API_URL": ready["rest_url"]}
             command = [sys.executable, "-m", "harvester", "run", "-c", str(config)]
-            first, seconds, cpu, peak, peak_main = watch(command, env=env)
+            first, seconds, cpu, peak, peak_main, _ = watch(command, env=env)
             if first.returncode != 0:
                 sys.exit(f"harvester failed:\n{first.stderr[-3000:]}")
             print(first.stdout[-2000:], file=sys.stderr)
             split = json.loads((folder / "outputs" / "train_test_split.json").read_text())
             kept = len(split["train"]) + len(split["test"])
-            again, rerun_seconds, _, _, _ = watch(command, env=env)
+            again, rerun_seconds, _, _, _, _ = watch(command, env=env)
             if again.returncode != 0:
                 sys.exit(f"the re-run failed:\n{again.stderr[-3000:]}")
             if resume:

@@ -18,6 +18,14 @@ each pair of runs (the median of them): one requests fetch of its URL and one
 decode/resize/encode (harvester.images.normalise), with both tools' CPU per photo
 against it.
 
+End to end, a tool's photos/s include its start and its end, which do not grow with the
+photos: img2dataset writes its first image about 2.7 s after it starts, and harvester
+takes 1.5 to 2.5 s to start and to dedupe, split and export. So the run's length weighs
+on the ratio, and the benchmark also prints each tool's photos/s in the middle of its run
+("steady", from 10% to 90% of its dataset images on disk, counted every half second in
+its output folders): what a harvest many times longer would show, as `--photos 20000`
+does end to end.
+
 CPU and memory (PSS, see `watch`) are sampled every 50 ms over the tool's whole process tree
 with psutil.
 """
@@ -57,6 +65,7 @@ class Measured:
     seconds: float
     cpu_seconds: float
     peak_memory: int  # bytes of PSS, summed over the process tree at its fullest
+    steady_per_second: float = math.nan  # photos/s from 10% to 90% of the run (see steady)
 
     @property
     def per_second(self) -> float:
@@ -67,10 +76,17 @@ class Measured:
         return 1000 * self.cpu_seconds / self.photos
 
 
-def watch(command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
-          ) -> tuple[subprocess.CompletedProcess[str], float, float, int, int]:
-    """Run `command`: its wall seconds, CPU seconds, and peak memory summed over its process
-    tree and of its first process alone.
+# How often `watch` counts the images a tool has written (each count reads its folders).
+COUNT_EVERY_SECONDS = 0.5
+
+
+def watch(command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
+          images: Path | None = None,
+          ) -> tuple[subprocess.CompletedProcess[str], float, float, int, int,
+                     list[tuple[float, int]]]:
+    """Run `command`: its wall seconds, CPU seconds, peak memory summed over its process
+    tree and of its first process alone, and, with `images` (a folder), the JPEGs in its
+    subfolders counted as it ran: (seconds, images) pairs.
 
     Memory is each process's PSS (proportional set size): a page shared by several
     processes (a library, what workers inherit from the process that started them) is
@@ -79,6 +95,8 @@ def watch(command: list[str], env: dict[str, str] | None = None, cwd: Path | Non
     """
     cpu: dict[int, float] = {}
     peak = peak_main = 0
+    counts: list[tuple[float, int]] = []
+    counted = -math.inf
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
@@ -101,11 +119,39 @@ def watch(command: list[str], env: dict[str, str] | None = None, cwd: Path | Non
             except psutil.NoSuchProcess:
                 continue
         peak = max(peak, rss)
+        now = time.perf_counter()
+        if images is not None and now - counted >= COUNT_EVERY_SECONDS:
+            counted = now
+            counts.append((now - started, count_images(images)))
         time.sleep(0.05)
     out, err = process.communicate()
     elapsed = time.perf_counter() - started
     result = subprocess.CompletedProcess(command, process.returncode, out, err)
-    return result, elapsed, sum(cpu.values()), peak, peak_main
+    return result, elapsed, sum(cpu.values()), peak, peak_main, counts
+
+
+def count_images(folder: Path) -> int:
+    """The .jpg files one level below `folder` (a class or shard folder each)."""
+    total = 0
+    try:
+        with os.scandir(folder) as entries:
+            subfolders = [entry.path for entry in entries if entry.is_dir()]
+    except FileNotFoundError:
+        return 0
+    for subfolder in subfolders:
+        with os.scandir(subfolder) as entries:
+            total += sum(1 for entry in entries if entry.name.endswith(".jpg"))
+    return total
+
+
+def steady(counts: list[tuple[float, int]], photos: int) -> float:
+    """Photos/s between the counts nearest 10% and 90% of `photos`: the run's middle,
+    without its start and end."""
+    low = next(((t, n) for t, n in counts if n >= 0.1 * photos), None)
+    high = next(((t, n) for t, n in counts if n >= 0.9 * photos), None)
+    if low is None or high is None or high[0] <= low[0]:
+        return math.nan
+    return (high[1] - low[1]) / (high[0] - low[0])
 
 
 def _proportional_size(process: psutil.Process) -> int:
@@ -145,12 +191,16 @@ def run_harvester(folder: Path, rest_url: str, photos: int,
         settings["resize"] = {"workers": worker_processes}
     config.write_text(yaml.safe_dump(settings))
     env = {**os.environ, "API_KEY": "bench", "API_SECRET": "bench", "FLICKR_API_URL": rest_url}
-    result, seconds, cpu, peak, _ = watch(
-        [sys.executable, "-m", "harvester", "run", "-c", str(config)], env=env)
+    # Counted in the class folders, as they are written: the sources (.sources/<class>/)
+    # and the export's split tree (splits/<split>/<class>/) are a level deeper.
+    result, seconds, cpu, peak, _, counts = watch(
+        [sys.executable, "-m", "harvester", "run", "-c", str(config)], env=env,
+        images=folder / "outputs")
     if result.returncode != 0:
         sys.exit(f"harvester failed ({result.returncode}):\n{result.stderr[-3000:]}")
     split = json.loads((folder / "outputs" / "train_test_split.json").read_text())
-    return Measured(len(split["train"]) + len(split["test"]), seconds, cpu, peak)
+    photos = len(split["train"]) + len(split["test"])
+    return Measured(photos, seconds, cpu, peak, steady(counts, photos))
 
 
 def downloaded_urls(folder: Path) -> list[str]:
@@ -173,18 +223,18 @@ def run_img2dataset(program: Path, folder: Path, urls: list[str]) -> Measured:
     # the internet (as the benchmark's) it waits in vain, and a benchmark should send no
     # such request anyway. Its own switch turns the check off.
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
-    result, seconds, cpu, peak, _ = watch([
+    result, seconds, cpu, peak, _, counts = watch([
         str(program), "--url_list", str(url_list), "--input_format", "txt",
         "--output_format", "files", "--output_folder", str(folder / "out"),
         "--image_size", "240", "--resize_mode", "keep_ratio_largest", "--encode_quality", "90",
         "--processes_count", str(processes), "--thread_count", "32",
         "--number_sample_per_shard", str(shard), "--enable_wandb", "False",
-    ], env=env, cwd=folder)
+    ], env=env, cwd=folder, images=folder / "out")
     if result.returncode != 0:
         sys.exit(f"img2dataset failed ({result.returncode}):\n{result.stderr[-3000:]}")
     successes = sum(json.loads(stats.read_text())["successes"]
                     for stats in (folder / "out").glob("*_stats.json"))
-    return Measured(successes, seconds, cpu, peak)
+    return Measured(successes, seconds, cpu, peak, steady(counts, successes))
 
 
 def parts(urls: list[str], sample: int = 500) -> tuple[float, float]:
@@ -247,8 +297,10 @@ def bench_size(source_size: int, photos: int, runs: int, program: Path) -> dict[
             fetch_ms, resize_ms = parts(urls[run::runs])
             fetches.append(fetch_ms)
             resizes.append(resize_ms)
-            print(f"  run {run + 1}: harvester {ours[-1].per_second:.0f}/s, "
-                  f"img2dataset {theirs[-1].per_second:.0f}/s, "
+            print(f"  run {run + 1}: harvester {ours[-1].per_second:.0f}/s "
+                  f"(steady {ours[-1].steady_per_second:.0f}), "
+                  f"img2dataset {theirs[-1].per_second:.0f}/s "
+                  f"(steady {theirs[-1].steady_per_second:.0f}), "
                   f"parts {fetch_ms:.2f} + {resize_ms:.2f} ms", file=sys.stderr)
     return {"ours": ours, "theirs": theirs, "fetch_ms": median(fetches),
             "resize_ms": median(resizes)}
@@ -280,6 +332,8 @@ def main() -> None:
         # ratio is steadier than the ratio of medians taken minutes apart.
         by_run = [mine.per_second / other.per_second  # type: ignore[union-attr]
                   for mine, other in zip(ours, theirs, strict=True)]  # type: ignore[call-overload]
+        ours_steady = median([m.steady_per_second for m in ours])  # type: ignore[union-attr]
+        theirs_steady = median([m.steady_per_second for m in theirs])  # type: ignore[union-attr]
         rows.append({
             "source": f"{size} px",
             "harvester photos/s": round(ours_rate),
@@ -287,6 +341,9 @@ def main() -> None:
             "ratio": round(ours_rate / theirs_rate, 2),
             "ratio run by run: median (range)":
                 f"{median(by_run):.2f} ({min(by_run):.2f}-{max(by_run):.2f})",
+            "steady photos/s (harvester, img2dataset)":
+                f"{ours_steady:.0f}, {theirs_steady:.0f}",
+            "steady ratio": round(ours_steady / theirs_steady, 2),
             "harvester CPU ms/photo": round(ours_cpu, 2),
             "img2dataset CPU ms/photo": round(theirs_cpu, 2),
             "parts ms (fetch + resize)": f"{found['fetch_ms']:.2f} + {found['resize_ms']:.2f}",
