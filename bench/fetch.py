@@ -53,29 +53,38 @@ def harvester_fetch(urls: list[str], threads: int) -> None:
     for _ in range(threads):
         jobs.put(None)
 
+    failed: list[BaseException] = []
+
     def work() -> None:
-        while (url := jobs.get()) is not None:
-            with download._get(session, url, 30) as response:
-                b"".join(response.iter_content(download.CHUNK))
+        try:
+            while (url := jobs.get()) is not None:
+                with download._get(session, url, 30) as response:
+                    response.raise_for_status()
+                    b"".join(response.iter_content(download.CHUNK))
+        except BaseException as error:  # the round's figures would not count it: stop
+            failed.append(error)
 
     running = [threading.Thread(target=work) for _ in range(threads)]
     for thread in running:
         thread.start()
     for thread in running:
         thread.join()
+    if failed:
+        raise RuntimeError(f"a fetch failed: {failed[0]!r}")
 
 
 def requests_get(urls: list[str]) -> None:
     session = download.make_session(DownloadSpec())
     for url in urls:
-        session.get(url, timeout=30).content  # noqa: B018
+        session.get(url, timeout=30).raise_for_status()
 
 
 def urllib3_request(urls: list[str]) -> None:
     first = urlparse(urls[0])
     pool = urllib3.HTTPConnectionPool(first.hostname, first.port, maxsize=1)
     for url in urls:
-        pool.request("GET", urlparse(url).path).data  # noqa: B018
+        if pool.request("GET", urlparse(url).path).status != 200:
+            raise RuntimeError(f"{url} was not served")
 
 
 def standard_library(urls: list[str]) -> None:
@@ -83,7 +92,10 @@ def standard_library(urls: list[str]) -> None:
     connection = http.client.HTTPConnection(str(first.hostname), first.port, timeout=30)
     for url in urls:
         connection.request("GET", urlparse(url).path)
-        connection.getresponse().read()
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{url} was not served")
     connection.close()
 
 
@@ -94,7 +106,7 @@ def aiohttp_fetch(urls: list[str], at_once: int) -> None:
         async with aiohttp.ClientSession(connector=connector) as session:
             async def work() -> None:
                 for url in todo:
-                    async with session.get(url) as response:
+                    async with session.get(url, raise_for_status=True) as response:
                         await response.read()
 
             await asyncio.gather(*(work() for _ in range(at_once)))

@@ -18,13 +18,13 @@ each pair of runs (the median of them): one requests fetch of its URL and one
 decode/resize/encode (harvester.images.normalise), with both tools' CPU per photo
 against it.
 
-End to end, a tool's photos/s include its start and its end, which do not grow with the
-photos: img2dataset writes its first image about 2.7 s after it starts, and harvester
-takes 1.5 to 2.5 s to start and to dedupe, split and export. So the run's length weighs
-on the ratio, and the benchmark also prints each tool's photos/s in the middle of its run
-("steady", from 10% to 90% of its dataset images on disk, counted every half second in
-its output folders): what a harvest many times longer would show, as `--photos 20000`
-does end to end.
+End to end, a tool's photos/s include its start and its end. img2dataset's start does
+not grow with the photos (it writes its first image about 2.7 s after it starts), so
+the run's length weighs on the ratio; harvester's end (dedupe, split, every export)
+does grow with them. The benchmark also prints each tool's photos/s in the middle of its
+run ("steady", from 10% to 90% of its dataset images on disk, counted every half second
+in its output folders): the pace of the fetching and resizing alone, without either
+tool's start or end. `--photos 20000` shows what longer runs make of both.
 
 CPU and memory (PSS, see `watch`) are sampled every 50 ms over the tool's whole process tree
 with psutil.
@@ -65,7 +65,7 @@ class Measured:
     seconds: float
     cpu_seconds: float
     peak_memory: int  # bytes of PSS, summed over the process tree at its fullest
-    steady_per_second: float = math.nan  # photos/s from 10% to 90% of the run (see steady)
+    steady_per_second: float = math.nan  # photos/s from 10% to 90% of its images (see steady)
 
     @property
     def per_second(self) -> float:
@@ -139,14 +139,17 @@ def count_images(folder: Path) -> int:
     except FileNotFoundError:
         return 0
     for subfolder in subfolders:
-        with os.scandir(subfolder) as entries:
-            total += sum(1 for entry in entries if entry.name.endswith(".jpg"))
+        try:
+            with os.scandir(subfolder) as entries:
+                total += sum(1 for entry in entries if entry.name.endswith(".jpg"))
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # renamed or removed since it was listed (a tool's temporary folder)
     return total
 
 
 def steady(counts: list[tuple[float, int]], photos: int) -> float:
-    """Photos/s between the counts nearest 10% and 90% of `photos`: the run's middle,
-    without its start and end."""
+    """Photos/s between the first counts at or past 10% and 90% of `photos`: the run's
+    middle, without its start and end. NaN where the counts did not see both."""
     low = next(((t, n) for t, n in counts if n >= 0.1 * photos), None)
     high = next(((t, n) for t, n in counts if n >= 0.9 * photos), None)
     if low is None or high is None or high[0] <= low[0]:
@@ -310,6 +313,13 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def median_seen(values: list[float]) -> float:
+    """The median of the values that are not NaN (a run too short to count its middle);
+    NaN if none is."""
+    seen = [value for value in values if not math.isnan(value)]
+    return statistics.median(seen) if seen else math.nan
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=5000, help="photos per harvest")
@@ -332,8 +342,8 @@ def main() -> None:
         # ratio is steadier than the ratio of medians taken minutes apart.
         by_run = [mine.per_second / other.per_second  # type: ignore[union-attr]
                   for mine, other in zip(ours, theirs, strict=True)]  # type: ignore[call-overload]
-        ours_steady = median([m.steady_per_second for m in ours])  # type: ignore[union-attr]
-        theirs_steady = median([m.steady_per_second for m in theirs])  # type: ignore[union-attr]
+        ours_steady = median_seen([m.steady_per_second for m in ours])  # type: ignore[union-attr]
+        theirs_steady = median_seen([m.steady_per_second for m in theirs])  # type: ignore[union-attr]
         rows.append({
             "source": f"{size} px",
             "harvester photos/s": round(ours_rate),
